@@ -1,0 +1,185 @@
+"""Versioned eval sets: loading JSONL/YAML instances, the content hash, deterministic splits.
+
+An eval set is named and carries a version label chosen by its owner plus a sha256 of its normalised
+content, so a score can always say exactly which data it was measured on, and an edit that forgot to
+bump the version still shows up as a different hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .yamlsrc import Doc, load_yaml
+
+SPLITS = ("train", "val", "test")
+INSTANCE_KEYS = ("id", "inputs", "expected", "split", "notes")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One eval case. `inputs` are the template variables; `line` is where it sits in its file."""
+
+    id: str
+    inputs: dict[str, Any]
+    expected: Any = None
+    split: str = "train"
+    notes: str | None = None
+    line: int | None = None
+    fixed_split: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A loaded eval set. `file` is the path as the user wrote it, for error messages."""
+
+    name: str
+    version: str
+    file: str
+    instances: tuple[Instance, ...]
+    sha256: str
+
+    def ref(self) -> dict[str, str]:
+        """The identity every written score carries."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+    def label(self) -> str:
+        return f"{self.name}@{self.version} ({self.sha256[:12]})"
+
+    def by_split(self, split: str) -> list[Instance]:
+        if split == "all":
+            return list(self.instances)
+        return [i for i in self.instances if i.split == split]
+
+    def error_at(self, instance: Instance, message: str, hint: str | None = None) -> InputError:
+        return InputError(self.file, f"instance '{instance.id}': {message}", line=instance.line, hint=hint)
+
+
+def _instance_from(data: Any, file: str, line: int | None, where: str) -> Instance:
+    if not isinstance(data, dict):
+        raise InputError(file, f"{where} must be an object with 'id' and 'inputs'", line=line)
+    unknown = [k for k in data if k not in INSTANCE_KEYS]
+    if unknown:
+        raise InputError(file, f"unknown field '{unknown[0]}'", line=line,
+                         hint=f"allowed fields: {', '.join(INSTANCE_KEYS)} (put extra data under 'inputs')")
+    raw_id = data.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or str(raw_id).strip() == "":
+        raise InputError(file, "missing or empty 'id'", line=line, hint="give every instance a unique string id")
+    inputs = data.get("inputs", {})
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, dict):
+        raise InputError(file, f"instance '{raw_id}': 'inputs' must be an object of template variables", line=line)
+    split = data.get("split")
+    if split is not None and split not in SPLITS:
+        raise InputError(file, f"instance '{raw_id}': unknown split '{split}'", line=line,
+                         hint="use train, val or test, or leave it out for a hash-based split")
+    notes = data.get("notes")
+    if notes is not None and not isinstance(notes, str):
+        raise InputError(file, f"instance '{raw_id}': 'notes' must be text", line=line)
+    return Instance(
+        id=str(raw_id),
+        inputs={str(k): v for k, v in inputs.items()},
+        expected=data.get("expected"),
+        split=split or "train",
+        notes=notes,
+        line=line,
+        fixed_split=split is not None,
+    )
+
+
+def _read_jsonl(path: Path, file: str) -> list[Instance]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(file, "eval set file not found", hint="create it or fix 'eval.path' in gepa.yaml") from None
+    out = []
+    for number, line_bytes in enumerate(raw.splitlines(), start=1):
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(file, "line is not UTF-8 text", line=number, hint="save the file as UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(file, f"invalid JSON: {exc.msg} at column {exc.colno}", line=number,
+                             hint="each line must be one complete JSON object") from None
+        out.append(_instance_from(data, file, number, "each line"))
+    return out
+
+
+def _read_yaml(path: Path, file: str) -> list[Instance]:
+    doc: Doc = load_yaml(path, file)
+    items = doc.data
+    prefix: tuple[str | int, ...] = ()
+    if isinstance(items, dict):
+        extra = [k for k in items if k not in ("instances", "description")]
+        if extra or "instances" not in items:
+            raise doc.error((extra[0],) if extra else (), "an eval set mapping holds 'instances' (a list)",
+                            hint="write the instances as a top-level list or under 'instances:'")
+        items, prefix = items["instances"], ("instances",)
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise doc.error(prefix, "expected a list of instances")
+    return [_instance_from(item, file, doc.line((*prefix, i)), "each instance") for i, item in enumerate(items)]
+
+
+def content_hash(instances: Iterable[Instance]) -> str:
+    """sha256 of a normal form: instances sorted by id, keys sorted, so format and order do not matter."""
+    normal = [
+        {"id": i.id, "inputs": i.inputs, "expected": i.expected, "notes": i.notes,
+         "split": i.split if i.fixed_split else None}
+        for i in sorted(instances, key=lambda i: i.id)
+    ]
+    text = json.dumps(normal, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def split_of(instance_id: str, fractions: tuple[float, float, float], seed: int) -> str:
+    """Deterministic split from a hash of (seed, id): appending instances never moves existing ones."""
+    digest = hashlib.sha256(f"{seed}\x00{instance_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    train, val, _ = fractions
+    if u < train:
+        return "train"
+    if u < train + val:
+        return "val"
+    return "test"
+
+
+def load_eval_set(path: Path, file: str, *, name: str, version: str,
+                  fractions: tuple[float, float, float] = (0.34, 0.33, 0.33), seed: int = 0) -> EvalSet:
+    """Load, validate and split an eval set (`.jsonl`, `.yaml` or `.yml`)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        instances = _read_jsonl(path, file)
+    elif suffix in (".yaml", ".yml"):
+        instances = _read_yaml(path, file)
+    else:
+        raise InputError(file, f"unsupported eval set format '{suffix or path.name}'",
+                         hint="use a .jsonl file (one JSON object per line) or a .yaml list")
+    if not instances:
+        raise InputError(file, "the eval set is empty", hint="add at least one instance")
+    first_seen: dict[str, Instance] = {}
+    for inst in instances:
+        if inst.id in first_seen:
+            raise InputError(file, f"duplicate id '{inst.id}' (first at line {first_seen[inst.id].line})",
+                             line=inst.line, hint="ids must be unique within an eval set")
+        first_seen[inst.id] = inst
+    instances = [i if i.fixed_split else replace(i, split=split_of(i.id, fractions, seed)) for i in instances]
+    return EvalSet(name=name, version=version, file=file, instances=tuple(instances),
+                   sha256=content_hash(instances))
+
+
+def split_counts(eval_set: EvalSet) -> dict[str, int]:
+    counts = Counter(i.split for i in eval_set.instances)
+    return {s: counts.get(s, 0) for s in SPLITS}

@@ -1,0 +1,385 @@
+"""Find and load `gepa.yaml` into typed config objects.
+
+Everything the rest of the tool knows about the user's setup comes through here, already validated,
+so later stages can trust it and errors point at the YAML line that caused them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError
+from .evals import EvalSet, load_eval_set
+from .templates import PromptTemplate, load_template
+from .yamlsrc import Doc, Section, load_yaml
+
+if TYPE_CHECKING:  # metrics -> lm -> workspace would be a cycle at import time
+    from .metrics import Metric
+
+CONFIG_NAME = "gepa.yaml"
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per one million tokens."""
+
+    input: float
+    output: float
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """How to reach the models. The API key itself is never stored here, only the variable's name."""
+
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    task_model: str = "gpt-4o-mini"
+    reflection_model: str | None = None
+    judge_model: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    concurrency: int = 8
+    timeout: float = 60.0
+    max_retries: int = 6
+    prices: dict[str, Price] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model call of a task: its messages (role, module) and the variable its output feeds."""
+
+    name: str
+    messages: tuple[tuple[str, str], ...]
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = 0.34
+    val: float = 0.33
+    test: float = 0.33
+    seed: int = 0
+
+    def fractions(self) -> tuple[float, float, float]:
+        return (self.train, self.val, self.test)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Hard limits for a tuning run; any left unset does not bound it."""
+
+    max_metric_calls: int | None = 300
+    max_cost_usd: float | None = None
+    max_minutes: float | None = None
+
+
+@dataclass
+class Task:
+    """A task with everything it needs loaded and validated: templates, eval set and metric."""
+
+    name: str
+    description: str
+    model: str
+    steps: tuple[Step, ...]
+    optimize: tuple[str, ...]
+    split: SplitConfig
+    budget: BudgetConfig
+    templates: dict[str, PromptTemplate]
+    eval_set: EvalSet
+    metric: Metric
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Every prompt module of the task, in the order the steps use them."""
+        return tuple(m for step in self.steps for _, m in step.messages)
+
+    def seed_candidate(self) -> dict[str, str]:
+        """The templates as they are in the repository: the starting point of tuning."""
+        return {m: self.templates[m].source for m in self.modules}
+
+
+@dataclass
+class Workspace:
+    root: Path
+    config_file: Path
+    lm: LMConfig
+    tasks: list[Task]
+    warnings: list[str] = field(default_factory=list)
+
+    def relative(self, path: Path) -> str:
+        return display_path(self.root, path)
+
+    def select(self, names: tuple[str, ...] | list[str]) -> list[Task]:
+        """The tasks named (all when none are), failing clearly on a name that does not exist."""
+        if not names:
+            return list(self.tasks)
+        known = {t.name: t for t in self.tasks}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise InputError(self.relative(self.config_file), f"no task named '{missing[0]}'", key="tasks",
+                             hint=f"known tasks: {', '.join(known) or '(none)'}")
+        return [known[n] for n in names]
+
+
+LM_KEYS = ("base_url", "api_key_env", "task_model", "reflection_model", "judge_model", "temperature",
+           "max_tokens", "concurrency", "timeout", "max_retries", "prices")
+TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget")
+ROLES = ("system", "user")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def display_path(root: Path, path: Path) -> str:
+    """A path as the user would write it in gepa.yaml: relative to the workspace when inside it."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def find_config(directory: Path | None = None, config: Path | None = None) -> Path:
+    """The gepa.yaml to use: `--config` if given, else the nearest one in DIR or its parents (like git)."""
+    base = (directory or Path.cwd()).resolve()
+    if config is not None:
+        path = config if config.is_absolute() else base / config
+        if not path.is_file():
+            raise InputError(str(config), "config file not found", hint="check the --config path")
+        return path
+    for folder in (base, *base.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise InputError(str(base), f"no {CONFIG_NAME} here or in any parent folder",
+                     hint="run `gepa-tune init` to create one, or pass --config FILE / -C DIR")
+
+
+def _parse_lm(doc: Doc) -> LMConfig:
+    section = doc.section().child("lm")
+    if section is None:
+        return LMConfig()
+    if section.has("api_key"):
+        raise section.error("api_key", "API keys never live in gepa.yaml",
+                            hint="export the key in an environment variable and set api_key_env to its name")
+    section.check_keys(LM_KEYS)
+    base_url = section.get("base_url", str)
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise section.error("base_url", f"'{base_url}' is not an http(s) URL",
+                            hint="write it like https://api.openai.com/v1")
+    env_name = section.get("api_key_env", str, "OPENAI_API_KEY")
+    if not env_name.replace("_", "").isalnum():
+        raise section.error("api_key_env", f"'{env_name}' is not an environment variable name",
+                            hint="give the NAME of the variable holding the key, e.g. OPENAI_API_KEY")
+    prices: dict[str, Price] = {}
+    price_section = section.child("prices")
+    if price_section is not None:
+        for model in price_section.data:
+            entry = price_section.child(model)
+            assert entry is not None
+            entry.check_keys(("input", "output"))
+            prices[str(model)] = Price(entry.number("input", required=True, minimum=0),
+                                       entry.number("output", required=True, minimum=0))
+    task_model = section.get("task_model", str, LMConfig.task_model)
+    return LMConfig(
+        base_url=base_url.rstrip("/") if base_url else None,
+        api_key_env=env_name,
+        task_model=task_model,
+        reflection_model=section.get("reflection_model", str),
+        judge_model=section.get("judge_model", str),
+        temperature=section.number("temperature", 0.0, minimum=0, maximum=2),
+        max_tokens=section.number("max_tokens", 1024, minimum=1, integer=True),
+        concurrency=section.number("concurrency", 8, minimum=1, maximum=256, integer=True),
+        timeout=section.number("timeout", 60.0, minimum=0.1),
+        max_retries=section.number("max_retries", 6, minimum=0, maximum=20, integer=True),
+        prices=prices,
+    )
+
+
+def _module_path(section: Section, key: str | int, root: Path) -> str:
+    value = section.data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise section.error(key, "expected the path of a template file", hint="e.g. prompts/triage/system.j2")
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise section.error(key, f"'{value}' is outside the workspace",
+                            hint="templates live in the repository; use a path relative to gepa.yaml")
+    return path.as_posix()
+
+
+def _parse_step(section: Section, root: Path, default_name: str) -> Step:
+    section.check_keys(("name", *ROLES, "output"))
+    messages = tuple((role, _module_path(section, role, root)) for role in ROLES if section.has(role))
+    if not messages:
+        raise section.error(None, "a step needs a 'system' or a 'user' template (or both)",
+                            hint="e.g. user: prompts/task/user.j2")
+    output = section.get("output", str)
+    if output is not None and not output.isidentifier():
+        raise section.error("output", f"'{output}' is not a valid variable name",
+                            hint="use letters, digits and underscores, e.g. extracted_facts")
+    return Step(name=section.get("name", str, default_name), messages=messages, output=output)
+
+
+def _parse_steps(task: Section, root: Path) -> tuple[Step, ...]:
+    if task.has("prompt") == task.has("steps"):
+        raise task.error(None, "give either 'prompt' (one model call) or 'steps' (a pipeline), not both"
+                         if task.has("prompt") else "missing 'prompt'",
+                         hint="e.g. prompt: {system: prompts/x/system.j2, user: prompts/x/user.j2}")
+    if task.has("prompt"):
+        prompt = task.child("prompt")
+        assert prompt is not None
+        return (_parse_step(prompt, root, "main"),)
+    raw = task.get("steps", list, required=True)
+    if not raw:
+        raise task.error("steps", "the pipeline has no steps", hint="add at least one step")
+    steps = []
+    for index in range(len(raw)):
+        step = Section(task.doc, (*task.path, "steps", index), raw[index])
+        steps.append(_parse_step(step, root, f"step{index + 1}"))
+    seen: set[str] = set()
+    for index, step in enumerate(steps):
+        if step.name in seen:
+            raise task.error("steps", f"two steps are named '{step.name}'", hint="give each step its own name")
+        seen.add(step.name)
+        if step.output is None and index < len(steps) - 1:
+            raise Section(task.doc, (*task.path, "steps", index), raw[index]).error(
+                None, f"step '{step.name}' has no 'output' variable, so later steps cannot use its result",
+                hint="add output: NAME and use {{ NAME }} in a later template")
+    return tuple(steps)
+
+
+def _parse_split(task: Section) -> SplitConfig:
+    section = task.child("split")
+    if section is None:
+        return SplitConfig()
+    section.check_keys(("train", "val", "test", "seed"))
+    config = SplitConfig(
+        train=section.number("train", SplitConfig.train, minimum=0, maximum=1),
+        val=section.number("val", SplitConfig.val, minimum=0, maximum=1),
+        test=section.number("test", SplitConfig.test, minimum=0, maximum=1),
+        seed=section.number("seed", 0, integer=True),
+    )
+    total = sum(config.fractions())
+    if abs(total - 1.0) > 1e-6:
+        raise section.error(None, f"train + val + test must add up to 1, got {total:g}",
+                            hint="e.g. train: 0.4, val: 0.3, test: 0.3")
+    return config
+
+
+def _parse_budget(task: Section) -> BudgetConfig:
+    section = task.child("budget")
+    if section is None:
+        return BudgetConfig()
+    section.check_keys(("max_metric_calls", "max_cost_usd", "max_minutes"))
+    return BudgetConfig(
+        max_metric_calls=section.number("max_metric_calls", BudgetConfig.max_metric_calls, minimum=1, integer=True),
+        max_cost_usd=section.number("max_cost_usd", None, minimum=0),
+        max_minutes=section.number("max_minutes", None, minimum=0),
+    )
+
+
+def _check_variables(task_name: str, steps: tuple[Step, ...], templates: dict[str, PromptTemplate],
+                     eval_set: EvalSet) -> None:
+    """Every template variable must come from the instance or an earlier step, for every instance."""
+    for inst in eval_set.instances:
+        available = set(inst.inputs)
+        for step in steps:
+            for _, module in step.messages:
+                for var in sorted(templates[module].variables - available):
+                    raise eval_set.error_at(inst, f"has no input '{var}', which {module} uses",
+                                            hint=f"add \"{var}\" under inputs, or change the template")
+            if step.output:
+                if step.output in inst.inputs:
+                    raise eval_set.error_at(inst, f"input '{step.output}' clashes with the output of step "
+                                            f"'{step.name}' in task '{task_name}'",
+                                            hint="rename the step's output or the input")
+                available.add(step.output)
+
+
+def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) -> Task:
+    from .metrics import build_metric
+
+    section = Section(doc, ("tasks", index), doc.data["tasks"][index])
+    section.check_keys(TASK_KEYS)
+    name = section.get("name", str, required=True)
+    if not name or not set(name) <= _NAME_CHARS:
+        raise section.error("name", f"'{name}' is not a valid task name",
+                            hint="use letters, digits, '-', '_' and '.' (it becomes part of branch names)")
+    if name in names:
+        raise section.error("name", f"a task named '{name}' is defined twice", hint="task names must be unique")
+    names.add(name)
+    steps = _parse_steps(section, root)
+    modules = tuple(dict.fromkeys(m for step in steps for _, m in step.messages))
+    optimize_raw = section.get("optimize", list, list(modules))
+    optimize = []
+    for i, module in enumerate(optimize_raw):
+        if not isinstance(module, str) or Path(module).as_posix() not in modules:
+            raise doc.error(("tasks", index, "optimize", i), f"'{module}' is not a template of this task",
+                            hint=f"choose from: {', '.join(modules)}")
+        optimize.append(Path(module).as_posix())
+    eval_section = section.child("eval", required=True)
+    assert eval_section is not None
+    eval_section.check_keys(("path", "version", "name"))
+    eval_file = eval_section.get("path", str, required=True)
+    version = eval_section.get("version", (str, int, float), required=True) if eval_section.has("version") else None
+    if version is None:
+        raise eval_section.error(None, "missing required key 'version'",
+                                 hint="label the eval set, e.g. version: \"1\", and bump it when the data changes")
+    split = _parse_split(section)
+    eval_set = load_eval_set(root / eval_file, Path(eval_file).as_posix(),
+                             name=eval_section.get("name", str, Path(eval_file).stem), version=str(version),
+                             fractions=split.fractions(), seed=split.seed)
+    templates = {m: load_template(root / m, m) for m in modules}
+    _check_variables(name, steps, templates, eval_set)
+    metric = build_metric(doc, ("tasks", index, "metric"), root=root,
+                          default_judge_model=lm.judge_model or lm.task_model) if section.has("metric") else None
+    if metric is None:
+        raise section.error(None, "missing required key 'metric'", hint="e.g. metric: exact")
+    for inst in eval_set.instances:
+        problem = metric.check_instance(inst)
+        if problem:
+            raise eval_set.error_at(inst, problem)
+    return Task(
+        name=name,
+        description=section.get("description", str, "") or "",
+        model=section.get("model", str, lm.task_model),
+        steps=steps,
+        optimize=tuple(optimize),
+        split=split,
+        budget=_parse_budget(section),
+        templates=templates,
+        eval_set=eval_set,
+        metric=metric,
+    )
+
+
+def load_workspace(config_file: Path, errors: list[InputError] | None = None) -> Workspace:
+    """Load and validate everything offline.
+
+    With `errors` given, a broken task is recorded there and skipped, so `check` can report every
+    problem in one go; without it the first problem is raised.
+    """
+    root = config_file.parent
+    display = display_path(root, config_file)
+    doc = load_yaml(config_file, display)
+    if not isinstance(doc.data, dict):
+        raise InputError(display, "expected a mapping with 'lm' and 'tasks'", line=1,
+                         hint="run `gepa-tune init` in an empty folder to see a working example")
+    doc.section().check_keys(("lm", "tasks"))
+    lm = _parse_lm(doc)
+    raw_tasks: Any = doc.section().get("tasks", list, required=True)
+    if not raw_tasks:
+        raise doc.error(("tasks",), "no tasks defined", hint="add at least one task under 'tasks:'")
+    tasks: list[Task] = []
+    names: set[str] = set()
+    for index in range(len(raw_tasks)):
+        try:
+            tasks.append(_load_task(doc, index, root, lm, names))
+        except InputError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
+    workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks)
+    for model in sorted({lm.task_model, *(t.model for t in tasks), lm.reflection_model, lm.judge_model} - {None}):
+        if lm.prices and model not in lm.prices:
+            workspace.warnings.append(f"{display}: lm.prices: no price for model '{model}'; its cost counts as 0")
+    return workspace
