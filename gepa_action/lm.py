@@ -1,0 +1,525 @@
+"""The one place that talks to a model: async client, adaptive limiter, retries, cache, usage and cost.
+
+Everything above this module asks for `await client.complete(model, messages)` and gets a `Completion`
+back, or an `LMError` whose one line says what failed where. What it hides, and why:
+
+* The openai SDK is imported lazily, on the first cache miss: importing it costs most of a second, and a
+  fully cached re-run (a resume, a report, CI replaying a run) should not pay for a client it never uses.
+* The SDK's own retries are off (`max_retries=0`): we retry ourselves so that a wait does not hold a
+  concurrency slot, a 429 can slow the whole client down, and every retry is counted in `Usage`.
+* Concurrency is bounded by an adaptive limiter: a rate-limited endpoint gets fewer parallel requests
+  (halved on 429) and earns them back slowly, instead of being hammered into longer and longer bans.
+* Answers are cached by the exact request (see `cache.py`), so repeated evaluations cost nothing.
+* The API key lives only inside the SDK client. It is never logged, cached, or put into an error
+  message; if a server echoes it back, it is redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import email.utils
+import gc
+import math
+import random
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .cache import ResponseCache, cache_key
+from .errors import InputError, RunError
+from .workspace import CONFIG_NAME, LMConfig, Price
+
+if TYPE_CHECKING:  # pragma: no cover - only for type checkers; the real import is lazy
+    from openai import AsyncOpenAI
+
+#: Where requests go when neither gepa.yaml nor OPENAI_BASE_URL names a server.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Sent to servers that need no key (llama.cpp, vLLM, ...): the SDK insists on some string.
+PLACEHOLDER_API_KEY = "unused"
+#: The longest we honour a server's Retry-After; beyond that the server is down, not busy.
+RETRY_AFTER_CAP = 120.0
+#: Statuses worth another try: timeouts, conflicts, rate limits and server errors.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+class LMError(RunError):
+    """A model request that failed for good: status (or timeout), endpoint and model in one line."""
+
+    def __init__(self, message: str, *, status: int | None, endpoint: str, model: str, attempts: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+        self.model = model
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer. `truncated` means the model hit max_tokens, so the text is cut off mid-thought.
+
+    `model` is the name as requested (the key for prices and usage), not the server's variant name.
+    Token counts are the server's; a cached answer keeps the counts it had when it was fetched.
+    """
+
+    text: str
+    finish_reason: str
+    truncated: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+    model: str
+
+
+@dataclass
+class ModelUsage:
+    """Counters for one model. `requests` counts answers the server actually sent."""
+
+    requests: int = 0
+    cached: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Usage:
+    """What a run spent, per model and in total. Cached answers cost nothing and add no tokens.
+
+    Costs come from `LMConfig.prices` (USD per 1M tokens) and stay unrounded here so sums are exact
+    enough; round only when printing. Models without a price are listed in `unpriced_models` so a
+    report can say "cost unknown" instead of a misleading $0.
+    """
+
+    def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
+        self.prices: dict[str, Price] = dict(prices or {})
+        self.models: dict[str, ModelUsage] = {}
+
+    def _model(self, model: str) -> ModelUsage:
+        return self.models.setdefault(model, ModelUsage())
+
+    def record_answer(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        counters = self._model(model)
+        counters.requests += 1
+        counters.prompt_tokens += prompt_tokens
+        counters.completion_tokens += completion_tokens
+        price = self.prices.get(model)
+        if price is not None:
+            counters.cost_usd += (prompt_tokens * price.input + completion_tokens * price.output) / 1e6
+
+    def record_cached(self, model: str) -> None:
+        self._model(model).cached += 1
+
+    def record_retry(self, model: str) -> None:
+        self._model(model).retries += 1
+
+    def total_cost(self) -> float:
+        return sum(m.cost_usd for m in self.models.values())
+
+    def unpriced_models(self) -> list[str]:
+        """Models that were really called (not just served from cache) but have no price."""
+        return sorted(name for name, m in self.models.items() if m.requests and name not in self.prices)
+
+    def to_dict(self) -> dict[str, Any]:
+        total = ModelUsage()
+        for m in self.models.values():
+            total.requests += m.requests
+            total.cached += m.cached
+            total.retries += m.retries
+            total.prompt_tokens += m.prompt_tokens
+            total.completion_tokens += m.completion_tokens
+            total.cost_usd += m.cost_usd
+        return {
+            **asdict(total),
+            "models": {name: asdict(m) for name, m in sorted(self.models.items())},
+            "unpriced_models": self.unpriced_models(),
+        }
+
+    def summary(self) -> str:
+        """One human line, e.g. `12 requests, 30 cached, 1 retry, 3400+900 tokens, $0.0012`."""
+        d = self.to_dict()
+        retries = f"{d['retries']} retr{'y' if d['retries'] == 1 else 'ies'}"
+        cost = format_cost(d["cost_usd"])
+        if d["unpriced_models"]:
+            cost += f" (+ unpriced: {', '.join(d['unpriced_models'])})"
+        return (
+            f"{d['requests']} requests, {d['cached']} cached, {retries}, "
+            f"{d['prompt_tokens']}+{d['completion_tokens']} tokens, {cost}"
+        )
+
+
+def format_cost(usd: float) -> str:
+    """Dollars for people: cents for big sums, three significant digits for tiny ones ($0.000130)."""
+    if usd <= 0:
+        return "$0"
+    decimals = max(2, 2 - math.floor(math.log10(usd)))
+    return f"${usd:.{decimals}f}"
+
+
+class AdaptiveLimiter:
+    """At most `limit` requests in flight; `limit` halves on a 429 and creeps back up on success.
+
+    Additive increase, multiplicative decrease, as TCP does: after `limit` successes in a row the limit
+    grows by one, up to `maximum`. Only one cut per "generation": the 429s of requests that were
+    already in flight when the limit was cut answer the old rate, so they do not cut it again (a burst
+    of 429s would otherwise drive the limit to 1 at once).
+
+    Slots are handed directly to the oldest waiter on release, so waiting is first come, first served.
+    Futures are created in the running loop at wait time, so the limiter is not tied to one loop.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = max(1, maximum)
+        self.limit = self.maximum
+        self.in_flight = 0
+        self._generation = 0
+        self._streak = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> int:
+        """Wait for a slot; return the generation to pass to `rate_limited` if this request gets a 429."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return self._generation
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just before the cancel: pass it on
+            raise
+        return self._generation
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def succeeded(self) -> None:
+        self._streak += 1
+        if self.limit < self.maximum and self._streak >= self.limit:
+            self.limit += 1
+            self._streak = 0
+            self._wake()
+
+    def rate_limited(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._generation += 1
+        self._streak = 0
+        self.limit = max(1, self.limit // 2)
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if waiter.done():  # cancelled while waiting
+                continue
+            self.in_flight += 1
+            waiter.set_result(None)
+
+
+def _import_openai() -> ModuleType:
+    """Import the SDK with the cyclic GC paused: it defines thousands of pydantic classes, and the
+    collector's passes over them during the import cost ~0.2 s. Freezing afterwards keeps later
+    collections from rescanning those long-lived objects."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import openai
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+    return openai
+
+
+def resolve_endpoint(config: LMConfig, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """Return (base_url, api_key): the config's base_url or $OPENAI_BASE_URL, and the key from the
+    variable the config names. Kept separate from the client so the CLI decides what the environment is.
+    """
+    base_url = config.base_url or environ.get("OPENAI_BASE_URL") or None
+    api_key = environ.get(config.api_key_env) or None
+    return base_url, api_key
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One failed attempt, classified: what to call it, whether to retry, how long the server asks."""
+
+    reason: str  # "HTTP 429", "timeout", "connection error"
+    status: int | None
+    detail: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait, from `retry-after-ms` or `Retry-After` (seconds or a date)."""
+    value: float | None = None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000
+        except ValueError:
+            value = None
+    if value is None and (raw := headers.get("retry-after")):
+        try:
+            value = float(raw)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError):
+                return None
+            value = when.timestamp() - time.time()
+    if value is None:
+        return None
+    return min(max(value, 0.0), RETRY_AFTER_CAP)
+
+
+def _one_line(text: str, secret: str | None, limit: int = 200) -> str:
+    """Short, single-line, secret-free server text for an error message."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class LMClient:
+    """Async chat completions with a bounded, adaptive concurrency, retries, a cache and usage counters.
+
+    Use one client per run, as `async with LMClient(...) as lm:`. The cache belongs to the caller (it is
+    not closed here); `cache=None` bypasses it (the CLI's --no-cache). `backoff_base`/`backoff_cap`
+    shape the exponential backoff between retries; tests shrink them.
+    """
+
+    def __init__(
+        self,
+        config: LMConfig,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        cache: ResponseCache | None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.usage = Usage(config.prices)
+        self.limiter = AdaptiveLimiter(config.concurrency)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        explicit_url = base_url or config.base_url
+        self.base_url = (explicit_url or DEFAULT_BASE_URL).rstrip("/")
+        self.endpoint = self.base_url + "/chat/completions"
+        self._api_key = api_key
+        self._has_explicit_url = bool(explicit_url)
+        self._openai: ModuleType | None = None
+        self._client: AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        # One lock per in-flight cache key: identical concurrent requests wait for the first answer
+        # (then hit the cache) instead of paying for it twice. Weak values: locks vanish when unused.
+        self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._rng = random.Random()  # jitter only: timing, never results
+
+    async def __aenter__(self) -> LMClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (if any were opened). The cache is the caller's to close."""
+        client, self._client = self._client, None
+        if client is not None and self._client_loop is asyncio.get_running_loop():
+            await client.close()
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        sample: int = 0,
+    ) -> Completion:
+        """Answer `messages` with `model`; None means the config's temperature / max_tokens.
+
+        `sample` numbers repeated draws of one request; it matters only at temperature > 0 (see
+        `cache_key`). Raises `LMError` once retries are exhausted or on a non-retryable status.
+        """
+        temperature = self.config.temperature if temperature is None else temperature
+        max_tokens = self.config.max_tokens if max_tokens is None else max_tokens
+        if self.cache is None:
+            data = await self._fetch(model, messages, temperature, max_tokens)
+            return self._completion(data, model, cached=False)
+
+        key = cache_key(
+            base_url=self.base_url,
+            model=model,
+            messages=messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            sample=sample,
+        )
+        lock = self._key_locks.get(key)
+        if lock is None:
+            lock = self._key_locks[key] = asyncio.Lock()
+        async with lock:
+            hit = self.cache.get(key)
+            if _valid_entry(hit):
+                self.usage.record_cached(model)
+                return self._completion(hit, model, cached=True)
+            data = await self._fetch(model, messages, temperature, max_tokens)
+            self.cache.put(key, data)  # truncated answers too: they are what this request yields
+        return self._completion(data, model, cached=False)
+
+    @staticmethod
+    def _completion(data: Mapping[str, Any], model: str, *, cached: bool) -> Completion:
+        finish_reason = str(data["finish_reason"])
+        return Completion(
+            text=data["text"],
+            finish_reason=finish_reason,
+            truncated=finish_reason == "length",
+            prompt_tokens=int(data["prompt_tokens"]),
+            completion_tokens=int(data["completion_tokens"]),
+            cached=cached,
+            model=model,
+        )
+
+    def _sdk(self) -> tuple[ModuleType, AsyncOpenAI]:
+        """Import openai and build the SDK client on first need (per event loop: its pool is loop-bound)."""
+        loop = asyncio.get_running_loop()
+        if self._openai is None:
+            self._openai = _import_openai()
+        if self._client is None or self._client_loop is not loop:
+            api_key = self._api_key
+            if not api_key:
+                if not self._has_explicit_url:
+                    name = self.config.api_key_env
+                    raise InputError(
+                        CONFIG_NAME,
+                        f"no API key: the environment variable {name} is not set",
+                        key="lm.api_key_env",
+                        hint=f"export {name}=<your key>, or set lm.base_url to a local OpenAI-compatible server",
+                    )
+                api_key = PLACEHOLDER_API_KEY
+            self._client = self._openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=api_key, timeout=self.config.timeout, max_retries=0
+            )
+            self._client_loop = loop
+        return self._openai, self._client
+
+    async def _fetch(
+        self, model: str, messages: list[dict[str, Any]], temperature: float, max_tokens: int
+    ) -> dict[str, Any]:
+        """One logical request: acquire a slot, call, release; on a retryable failure wait (slot-free)
+        and try again, up to `config.max_retries` retries. Returns the cacheable answer."""
+        openai, client = self._sdk()
+        attempts = 0
+        while True:
+            attempts += 1
+            generation = await self.limiter.acquire()
+            failure: _Failure | None = None
+            try:
+                # The SDK's generic `post` (its documented way to send any request) skips the typed
+                # parameter transform and the response models: ~3 ms of CPU per call saved on the
+                # hot path of tuning, with the same auth, timeouts and error types.
+                reply = await client.post(
+                    "/chat/completions",
+                    cast_to=object,
+                    body={"model": model, "messages": messages, "temperature": temperature,
+                          "max_tokens": max_tokens},
+                )
+            except openai.APIError as exc:
+                failure = self._classify(openai, exc)
+            finally:
+                self.limiter.release()
+            if failure is None:
+                self.limiter.succeeded()
+                return self._answer(reply, model)
+            if failure.status == 429:
+                self.limiter.rate_limited(generation)
+            if not failure.retryable or attempts > self.config.max_retries:
+                raise self._error(failure, model, attempts)
+            self.usage.record_retry(model)
+            await asyncio.sleep(self._delay(attempts, failure.retry_after))
+
+    def _answer(self, reply: Any, model: str) -> dict[str, Any]:
+        """Read the chat-completion JSON; a reply of another shape is an error naming the endpoint."""
+        try:
+            choice = reply["choices"][0]
+            content = choice["message"].get("content")
+            usage = reply.get("usage") or {}
+            data = {
+                "text": content if isinstance(content, str) else "",
+                "finish_reason": str(choice.get("finish_reason") or "unknown"),
+                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                "completion_tokens": int(usage.get("completion_tokens") or 0),
+            }
+        except (TypeError, KeyError, IndexError, AttributeError, ValueError):
+            shown = _one_line(str(reply), self._api_key, limit=120)
+            raise LMError(
+                f"invalid reply (not a chat completion) from {self.endpoint} (model {model}): {shown}",
+                status=200,
+                endpoint=self.endpoint,
+                model=model,
+                attempts=1,
+            ) from None
+        self.usage.record_answer(model, data["prompt_tokens"], data["completion_tokens"])
+        return data
+
+    def _classify(self, openai: ModuleType, exc: Exception) -> _Failure:
+        if isinstance(exc, openai.APITimeoutError):
+            return _Failure("timeout", None, f"no answer within {self.config.timeout:g} s", retryable=True)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            return _Failure("connection error", None, str(cause) if cause else exc.message, retryable=True)
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            body = exc.body
+            if isinstance(body, Mapping) and body.get("message"):
+                detail = str(body["message"])
+            else:
+                detail = str(body) if body else exc.message
+            return _Failure(
+                f"HTTP {status}",
+                status,
+                detail,
+                retryable=status in RETRYABLE_STATUSES or status >= 500,
+                retry_after=_retry_after(exc.response.headers),
+            )
+        # A reply the SDK could not make sense of (bad JSON, wrong shape): retrying will not fix it.
+        return _Failure("invalid reply", None, str(exc), retryable=False)
+
+    def _error(self, failure: _Failure, model: str, attempts: int) -> LMError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        detail = _one_line(failure.detail, self._api_key)
+        return LMError(
+            f"{failure.reason} from {self.endpoint} (model {model}){tries}: {detail}",
+            status=failure.status,
+            endpoint=self.endpoint,
+            model=model,
+            attempts=attempts,
+        )
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number `attempt`: the server's Retry-After if given (plus a little
+        jitter so clients do not return in lockstep), else exponential backoff with jitter."""
+        if retry_after is not None:
+            return retry_after + self._rng.uniform(0, 0.1 * retry_after + 0.05)
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+
+def _valid_entry(value: Any) -> bool:
+    """A cache row we can trust; anything else is treated as a miss and overwritten."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("text"), str)
+        and isinstance(value.get("finish_reason"), str)
+        and isinstance(value.get("prompt_tokens"), int)
+        and isinstance(value.get("completion_tokens"), int)
+    )

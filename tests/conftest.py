@@ -1,0 +1,45 @@
+"""Shared pytest fixtures. Each fixture is small and documented; add new ones in their own section."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fake_openai import FakeOpenAI
+
+from gepa_action.workspace import LMConfig
+
+# -- model endpoint ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAI]:
+    """A running fake OpenAI-compatible server on 127.0.0.1 (echo responder, no delay).
+
+    Tests script it by setting `server.responder` / `server.delay` or with `server.fail_next(...)`.
+    """
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def lm_config(openai_server: FakeOpenAI) -> Callable[..., LMConfig]:
+    """A factory for an `LMConfig` pointing at `openai_server`, with small test-friendly defaults.
+
+    `lm_config()` or `lm_config(concurrency=2, timeout=0.5, ...)`: any LMConfig field can be overridden.
+    """
+
+    def make(**overrides: Any) -> LMConfig:
+        fields: dict[str, Any] = {
+            "base_url": openai_server.url,
+            "api_key_env": "GEPA_TEST_API_KEY",
+            "task_model": "fake-model",
+            "concurrency": 4,
+            "timeout": 5.0,
+            "max_retries": 2,
+        }
+        fields.update(overrides)
+        return LMConfig(**fields)
+
+    return make
