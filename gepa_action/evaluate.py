@@ -1,0 +1,129 @@
+"""Score a workspace's current prompts on an eval split: shared by `gepa-tune eval` and, later, the
+regression gate and the Action, so it lives outside the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cache import ResponseCache
+from .lm import LMClient, resolve_endpoint
+from .task import TaskRunner, Trace, mean
+from .workspace import Task, Workspace
+
+CACHE_FILE = Path(".gepa") / "cache.sqlite3"
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    split: str
+    traces: list[Trace]
+
+    @property
+    def mean_score(self) -> float | None:
+        return mean(t.score for t in self.traces)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "model": self.task.model,
+            "split": self.split,
+            "eval_set": self.task.eval_set.ref(),
+            "mean_score": self.mean_score,
+            "count": len(self.traces),
+            "instances": [
+                {"id": t.instance_id, "split": t.split, "score": t.score, "feedback": t.feedback,
+                 "output": t.output, "truncated": t.truncated}
+                for t in self.traces
+            ],
+        }
+
+
+def open_client(workspace: Workspace, *, use_cache: bool = True,
+                environ: dict[str, str] | None = None) -> LMClient:
+    """The LM client for a workspace: endpoint from config or environment, cache under `.gepa/`."""
+    base_url, api_key = resolve_endpoint(workspace.lm, os.environ if environ is None else environ)
+    cache = ResponseCache(workspace.root / CACHE_FILE) if use_cache else None
+    return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache)
+
+
+async def evaluate_tasks(workspace: Workspace, tasks: list[Task], split: str, lm: LMClient,
+                         progress: Callable[[str, int, int], None] | None = None) -> list[TaskResult]:
+    """Score each task's current templates on `split`, all instances concurrently."""
+    results = []
+    for task in tasks:
+        instances = task.eval_set.by_split(split)
+        runner = TaskRunner(task, lm)
+        total = len(instances)
+
+        def report(done: int, name: str = task.name, total: int = total) -> None:
+            if progress is not None:
+                progress(name, done, total)
+
+        traces = await runner.run_many(task.seed_candidate(), instances, report)
+        results.append(TaskResult(task, split, traces))
+    return results
+
+
+def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: bool = True,
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[list[TaskResult], dict[str, Any]]:
+    """Synchronous entry point: results plus the usage summary."""
+
+    async def main() -> tuple[list[TaskResult], dict[str, Any]]:
+        lm = open_client(workspace, use_cache=use_cache)
+        try:
+            results = await evaluate_tasks(workspace, tasks, split, lm, progress)
+        finally:
+            await lm.aclose()
+            if lm.cache is not None:
+                lm.cache.close()
+        return results, lm.usage.to_dict()
+
+    return asyncio.run(main())
+
+
+def terminal_progress(stream: Any = None) -> Callable[[str, int, int], None] | None:
+    """A one-line progress display that rewrites itself, only when a person is watching a terminal."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return None
+
+    def show(name: str, done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        stream.write(f"\r  {name}: {done}/{total} scored{end}")
+        stream.flush()
+
+    return show
+
+
+def _cell(text: str, width: int) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def format_results(results: list[TaskResult], usage: dict[str, Any]) -> str:
+    """The per-instance table and the aggregate, for a person at a terminal."""
+    lines: list[str] = []
+    for result in results:
+        task, es = result.task, result.task.eval_set
+        lines.append(f"{task.name}: {es.name}@{es.version} sha256:{es.sha256[:12]}  split={result.split}  "
+                     f"model={task.model}")
+        id_width = max([len("id"), *(len(t.instance_id) for t in result.traces)])
+        lines.append(f"  {'id':<{id_width}}  {'split':<5}  score  {'output':<24}  feedback")
+        for t in result.traces:
+            flag = " [truncated]" if t.truncated else ""
+            lines.append(f"  {t.instance_id:<{id_width}}  {t.split:<5}  {t.score:5.2f}  "
+                         f"{_cell(t.output, 24):<24}  {_cell(t.feedback, 70)}{flag}")
+        score = result.mean_score
+        shown = "n/a (no instances in this split)" if score is None else f"{score:.3f}"
+        lines.append(f"  mean {shown} over {len(result.traces)} instances")
+        lines.append("")
+    lines.append(f"usage: {usage['requests']} requests, {usage['cached']} cached, {usage['prompt_tokens']:,} "
+                 f"prompt + {usage['completion_tokens']:,} completion tokens, ${usage['cost_usd']:.4f}")
+    return "\n".join(lines)
