@@ -1,0 +1,51 @@
+"""Build small workspaces on disk for tests: a gepa.yaml plus whatever files a test needs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+GEPA_YAML = """\
+lm:
+  task_model: test-model
+  max_tokens: 64
+  concurrency: 4
+tasks:
+  - name: triage
+    prompt:
+      system: prompts/system.j2
+      user: prompts/user.j2
+    eval:
+      path: evals/set.jsonl
+      version: "1"
+    metric: {type: exact, ignore_case: true}
+"""
+
+INSTANCES = [
+    {"id": "a1", "inputs": {"text": "The app crashes on start"}, "expected": "bug"},
+    {"id": "a2", "inputs": {"text": "I was charged twice"}, "expected": "billing"},
+    {"id": "a3", "inputs": {"text": "Please add dark mode"}, "expected": "feature_request"},
+    {"id": "a4", "inputs": {"text": "How do I export invoices?"}, "expected": "how_to"},
+]
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def make_workspace(root: Path, files: dict[str, str] | None = None, *, config: str | None = None,
+                   instances: list[dict] | None = None) -> Path:
+    """Write a working workspace into `root`, with `files` overriding or adding any file."""
+    defaults = {
+        "gepa.yaml": config if config is not None else GEPA_YAML,
+        "prompts/system.j2": "Classify the ticket.",
+        "prompts/user.j2": "Ticket: {{ text }}",
+        "evals/set.jsonl": jsonl(instances if instances is not None else INSTANCES),
+    }
+    defaults.update(files or {})
+    for name, text in defaults.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text) if name.endswith((".yaml", ".yml")) else text, encoding="utf-8")
+    return root
