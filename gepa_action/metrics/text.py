@@ -1,0 +1,210 @@
+"""Metrics on the output as text: exact match, contains, regex."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..evals import Instance
+from ..yamlsrc import Section
+
+if TYPE_CHECKING:
+    pass
+from .base import BuildContext, Metric, MetricResult, _describe, _flag_list, _show, _text_list, _text_problem
+
+# ------------------------------------------------------------------------------------------ exact
+
+
+def _normalize(text: str, *, case: bool, whitespace: bool, punctuation: bool) -> str:
+    if punctuation:
+        text = "".join(c for c in text if not unicodedata.category(c).startswith("P"))
+    if whitespace:
+        text = " ".join(text.split())
+    if case:
+        text = text.casefold()
+    return text
+
+
+@dataclass(frozen=True)
+class ExactMetric(Metric):
+    """The output must equal `expected` (or one of a list of acceptable answers).
+
+    Non-string expected values compare as text (`true`/`false` for booleans).
+    """
+
+    name = "exact"
+    options = {
+        "ignore_case": "bool, default false: compare case-insensitively",
+        "ignore_whitespace": "bool, default true: strip the ends and collapse runs of whitespace",
+        "ignore_punctuation": "bool, default false: drop punctuation before comparing",
+    }
+
+    ignore_case: bool = False
+    ignore_whitespace: bool = True
+    ignore_punctuation: bool = False
+
+    @classmethod
+    def from_config(cls, section: Section, ctx: BuildContext) -> Metric:
+        return cls(
+            ignore_case=section.get("ignore_case", bool, False),
+            ignore_whitespace=section.get("ignore_whitespace", bool, True),
+            ignore_punctuation=section.get("ignore_punctuation", bool, False),
+        )
+
+    def _same(self, a: str, b: str, *, case: bool = False, whitespace: bool = False,
+              punctuation: bool = False) -> bool:
+        def norm(t: str) -> str:
+            return _normalize(t, case=case or self.ignore_case,
+                              whitespace=whitespace or self.ignore_whitespace,
+                              punctuation=punctuation or self.ignore_punctuation)
+        return norm(a) == norm(b)
+
+    def check_instance(self, instance: Instance) -> str | None:
+        return super().check_instance(instance) or _text_problem(self.name, instance.expected)
+
+    def compare(self, output: str, instance: Instance) -> MetricResult:
+        accepted = _text_list(instance.expected) or []
+        for want in accepted:
+            if self._same(output, want):
+                return MetricResult(1.0, f"correct: {_show(want)}")
+        want_text = _show(accepted[0]) if len(accepted) == 1 else "one of " + ", ".join(map(_show, accepted))
+        feedback = f"expected {want_text}, got {_show(output)}"
+        flags = [name for name, on in (("whitespace", self.ignore_whitespace), ("case", self.ignore_case),
+                                       ("punctuation", self.ignore_punctuation)) if on]
+        if flags:
+            feedback += f" (compared ignoring {_flag_list(flags)})"
+        hint = self._diagnose(output, accepted)
+        if hint:
+            feedback += f"; {hint}"
+        return MetricResult(0.0, feedback)
+
+    def _diagnose(self, output: str, accepted: list[str]) -> str | None:
+        """Name the one difference that separates a near miss from the answer."""
+        for label, kwargs in (("letter case", {"case": True}), ("whitespace", {"whitespace": True}),
+                              ("punctuation", {"punctuation": True})):
+            if any(self._same(output, want, **kwargs) for want in accepted):
+                return f"the output differs from the answer only in {label}"
+        loose = _normalize(output, case=True, whitespace=True, punctuation=True)
+        for want in accepted:
+            core = _normalize(want, case=True, whitespace=True, punctuation=True)
+            if core and re.search(rf"(?<!\w){re.escape(core)}(?!\w)", loose):
+                return "the answer appears in the output, but with extra text around it"
+        return None
+
+
+# --------------------------------------------------------------------------------------- contains
+
+
+@dataclass(frozen=True)
+class ContainsMetric(Metric):
+    """The output must contain `expected` (a string or a list of strings).
+
+    With `require: all` the score is the fraction of strings found; with `require: any` it is 1 when
+    at least one is found, else 0.
+    """
+
+    name = "contains"
+    options = {
+        "ignore_case": "bool, default true: search case-insensitively",
+        "require": "all | any, default all: every string must appear (partial credit) or any one",
+    }
+
+    ignore_case: bool = True
+    require: str = "all"
+
+    @classmethod
+    def from_config(cls, section: Section, ctx: BuildContext) -> Metric:
+        return cls(ignore_case=section.get("ignore_case", bool, True),
+                   require=section.choice("require", ("all", "any"), "all"))
+
+    def check_instance(self, instance: Instance) -> str | None:
+        return super().check_instance(instance) or _text_problem(self.name, instance.expected)
+
+    def compare(self, output: str, instance: Instance) -> MetricResult:
+        needles = _text_list(instance.expected) or []
+        fold = (lambda t: t.casefold()) if self.ignore_case else (lambda t: t)
+        haystack = fold(output)
+        found = [n for n in needles if fold(n) in haystack]
+        missing = [n for n in needles if n not in found]
+        case = " (ignoring case)" if self.ignore_case else ""
+        if self.require == "any":
+            if found:
+                return MetricResult(1.0, f"correct: the output contains {_show(found[0])}")
+            return MetricResult(0.0, f"the output contains none of {', '.join(map(_show, needles))}{case}; "
+                                     f"got {_show(output)}")
+        if not missing:
+            return MetricResult(1.0, f"correct: the output contains {', '.join(map(_show, needles))}")
+        return MetricResult(
+            len(found) / len(needles),
+            f"the output is missing {len(missing)} of {len(needles)} required strings{case}: "
+            f"{', '.join(map(_show, missing))}; got {_show(output)}",
+        )
+
+
+# ------------------------------------------------------------------------------------------ regex
+
+
+_REGEX_HINT = "check the pattern; in YAML, single-quote it so backslashes stay as written"
+
+
+@dataclass(frozen=True)
+class RegexMetric(Metric):
+    """The output must match a regular expression: the `pattern` option, or else the instance's
+    `expected`. With `full: true` the whole output (ends stripped) must match, otherwise a match
+    anywhere counts."""
+
+    name = "regex"
+    options = {
+        "pattern": "string, optional: the regular expression; if absent, each instance's `expected` is the pattern",
+        "full": "bool, default false: the whole output (ends stripped) must match, not just a part of it",
+        "ignore_case": "bool, default false: match case-insensitively",
+    }
+
+    pattern: str | None = None
+    full: bool = False
+    ignore_case: bool = False
+
+    @classmethod
+    def from_config(cls, section: Section, ctx: BuildContext) -> Metric:
+        metric = cls(pattern=section.get("pattern", str),
+                     full=section.get("full", bool, False),
+                     ignore_case=section.get("ignore_case", bool, False))
+        if metric.pattern is not None:
+            try:
+                metric._compile(metric.pattern)
+            except re.error as exc:
+                raise section.error("pattern", f"invalid regular expression: {exc}", hint=_REGEX_HINT) from None
+        return metric
+
+    def _compile(self, pattern: str) -> re.Pattern[str]:
+        return re.compile(pattern, re.IGNORECASE if self.ignore_case else 0)
+
+    def check_instance(self, instance: Instance) -> str | None:
+        if self.pattern is not None:
+            return None
+        if instance.expected is None:
+            return "the regex metric needs a 'pattern' option or an 'expected' pattern on each instance"
+        if not isinstance(instance.expected, str):
+            return (f"the regex metric needs 'expected' to be a pattern string, got {_describe(instance.expected)}")
+        try:
+            self._compile(instance.expected)
+        except re.error as exc:
+            return f"'expected' is not a valid regular expression: {exc}"
+        return None
+
+    def compare(self, output: str, instance: Instance) -> MetricResult:
+        source = self.pattern if self.pattern is not None else str(instance.expected)
+        pattern = self._compile(source)
+        match = pattern.fullmatch(output.strip()) if self.full else pattern.search(output)
+        if match:
+            return MetricResult(1.0, f"correct: {_show(match.group(0))} matches /{source}/")
+        how = [w for w, on in (("as a whole", self.full), ("ignoring case", self.ignore_case)) if on]
+        feedback = f"the output does not match /{source}/"
+        if how:
+            feedback += f" ({', '.join(how)})"
+        feedback += f"; got {_show(output)}"
+        if self.full and pattern.search(output):
+            feedback += "; the pattern matches part of the output, but the whole output must match"
+        return MetricResult(0.0, feedback)
