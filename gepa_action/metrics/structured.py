@@ -6,13 +6,10 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..evals import Instance
 from ..yamlsrc import Section
-
-if TYPE_CHECKING:
-    pass
 from .base import BuildContext, Metric, MetricResult, _describe, _fmt, _show
 
 # ------------------------------------------------------------------------------------------- json

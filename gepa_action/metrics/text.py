@@ -5,13 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..evals import Instance
 from ..yamlsrc import Section
-
-if TYPE_CHECKING:
-    pass
 from .base import BuildContext, Metric, MetricResult, _describe, _flag_list, _show, _text_list, _text_problem
 
 # ------------------------------------------------------------------------------------------ exact
