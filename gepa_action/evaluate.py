@@ -53,22 +53,22 @@ def open_client(workspace: Workspace, *, use_cache: bool = True,
     return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache)
 
 
-async def evaluate_tasks(workspace: Workspace, tasks: list[Task], split: str, lm: LMClient,
+async def evaluate_tasks(tasks: list[Task], split: str, lm: LMClient,
                          progress: Callable[[str, int, int], None] | None = None) -> list[TaskResult]:
-    """Score each task's current templates on `split`, all instances concurrently."""
-    results = []
-    for task in tasks:
+    """Score each task's current templates on `split`; all tasks and instances run concurrently."""
+
+    async def one(task: Task) -> TaskResult:
         instances = task.eval_set.by_split(split)
-        runner = TaskRunner(task, lm)
         total = len(instances)
 
-        def report(done: int, name: str = task.name, total: int = total) -> None:
+        def report(done: int) -> None:
             if progress is not None:
-                progress(name, done, total)
+                progress(task.name, done, total)
 
-        traces = await runner.run_many(task.seed_candidate(), instances, report)
-        results.append(TaskResult(task, split, traces))
-    return results
+        traces = await TaskRunner(task, lm).run_many(task.seed_candidate(), instances, report)
+        return TaskResult(task, split, traces)
+
+    return list(await asyncio.gather(*(one(task) for task in tasks)))
 
 
 def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: bool = True,
@@ -78,7 +78,7 @@ def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: 
     async def main() -> tuple[list[TaskResult], dict[str, Any]]:
         lm = open_client(workspace, use_cache=use_cache)
         try:
-            results = await evaluate_tasks(workspace, tasks, split, lm, progress)
+            results = await evaluate_tasks(tasks, split, lm, progress)
         finally:
             await lm.aclose()
             if lm.cache is not None:
@@ -93,10 +93,13 @@ def terminal_progress(stream: Any = None) -> Callable[[str, int, int], None] | N
     stream = stream or sys.stderr
     if not stream.isatty():
         return None
+    state: dict[str, tuple[int, int]] = {}
 
     def show(name: str, done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        stream.write(f"\r  {name}: {done}/{total} scored{end}")
+        state[name] = (done, total)
+        line = "  ".join(f"{n}: {d}/{t}" for n, (d, t) in state.items())
+        finished = all(d == t for d, t in state.values())
+        stream.write(f"\r  scored {line}" + ("\n" if finished else ""))
         stream.flush()
 
     return show

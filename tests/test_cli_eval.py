@@ -211,3 +211,20 @@ def test_ctrl_c_mid_run_keeps_every_answer_already_paid_for(tmp_path, openai_ser
     assert resent <= 30 - answered + 2, (answered, resent)
     assert report["usage"]["cached"] >= answered - 2
     assert report["tasks"][0]["mean_score"] == 1.0
+
+
+def test_progress_line_on_a_terminal_only():
+    import io
+
+    from gepa_action.evaluate import terminal_progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert terminal_progress(io.StringIO()) is None  # piped output stays clean
+    screen = Tty()
+    show = terminal_progress(screen)
+    for done in range(1, 4):
+        show("triage", done, 3)
+    assert screen.getvalue() == "\r  scored triage: 1/3\r  scored triage: 2/3\r  scored triage: 3/3\n"
