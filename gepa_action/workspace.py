@@ -316,6 +316,9 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
             raise doc.error(("tasks", index, "optimize", i), f"'{module}' is not a template of this task",
                             hint=f"choose from: {', '.join(modules)}")
         optimize.append(Path(module).as_posix())
+    if not optimize:
+        raise section.error("optimize", "the list is empty, so tuning could change nothing",
+                            hint="name at least one template, or remove 'optimize' to allow all")
     eval_section = section.child("eval", required=True)
     assert eval_section is not None
     eval_section.check_keys(("path", "version", "name"))

@@ -260,3 +260,8 @@ def test_init_scaffolds_a_workspace_that_checks_clean_and_never_overwrites(tmp_p
     again = run_cli("init", str(tmp_path))
     assert again.exit_code == 2
     assert "already exists; init never overwrites your files" in again.output
+
+
+def test_empty_optimize_list_is_refused(tmp_path):
+    check_error(tmp_path, "tasks[0].optimize: the list is empty, so tuning could change nothing",
+                config=GEPA_YAML + "    optimize: []\n")
