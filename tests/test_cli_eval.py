@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 from fake_openai import Reply
-from workspace_factory import GEPA_YAML, make_workspace
+from workspace_factory import GEPA_YAML, make_workspace, with_steps
 
 from gepa_action.cli import main
 
@@ -112,16 +112,14 @@ def test_endpoint_failure_exits_1_naming_status_and_endpoint_but_not_the_key(wor
 
 def test_pipeline_feeds_each_step_output_to_the_next(tmp_path, openai_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    config = GEPA_YAML.replace("lm:\n", f"lm:\n  base_url: {openai_server.url}\n").replace("""    prompt:
-      system: prompts/system.j2
-      user: prompts/user.j2
-""", """    steps:
-      - name: summarize
-        user: prompts/user.j2
-        output: summary
-      - name: label
-        user: prompts/label.j2
-""") + "    split: {train: 0, val: 1, test: 0}\n"
+    config = with_steps("""\
+        - name: summarize
+          user: prompts/user.j2
+          output: summary
+        - name: label
+          user: prompts/label.j2
+        """, GEPA_YAML.replace("lm:\n", f"lm:\n  base_url: {openai_server.url}\n"))
+    config += "    split: {train: 0, val: 1, test: 0}\n"
     make_workspace(tmp_path, config=config, files={"prompts/label.j2": "Summary: {{ summary }}\nLabel it."})
 
     def responder(body: dict) -> str:

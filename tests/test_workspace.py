@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from workspace_factory import GEPA_YAML, INSTANCES, jsonl, make_workspace
+from workspace_factory import GEPA_YAML, INSTANCES, jsonl, make_workspace, with_steps
 
 from gepa_action.cli import main
 from gepa_action.errors import InputError
@@ -57,9 +57,9 @@ def test_unknown_key_suggests_the_close_one(tmp_path):
 
 
 def test_api_key_in_config_is_refused_without_echoing_it(tmp_path):
-    config = GEPA_YAML.replace("lm:\n", "lm:\n  api_key: sk-abc123secretsecretsecret\n")
+    config = GEPA_YAML.replace("lm:\n", "lm:\n  api_key: sk-live-not-a-real-key\n")
     out = check_error(tmp_path, "gepa.yaml:2: lm.api_key: API keys never live in gepa.yaml", config=config)
-    assert "sk-abc123" not in out
+    assert "not-a-real-key" not in out
 
 
 def test_wrong_type_names_key_and_line(tmp_path):
@@ -167,31 +167,25 @@ def test_unknown_task_name_is_bad_input(tmp_path):
 
 
 def test_pipeline_needs_outputs_between_steps(tmp_path):
-    config = GEPA_YAML.replace("""    prompt:
-      system: prompts/system.j2
-      user: prompts/user.j2
-""", """    steps:
-      - name: summarize
-        user: prompts/user.j2
-      - name: label
-        user: prompts/label.j2
-""")
+    config = with_steps("""\
+        - name: summarize
+          user: prompts/user.j2
+        - name: label
+          user: prompts/label.j2
+        """)
     check_error(tmp_path, "gepa.yaml:8: tasks[0].steps[0]: step 'summarize' has no 'output' variable",
                 config=config, files={"prompts/label.j2": "Label: {{ summary }}"})
 
 
 def test_pipeline_step_outputs_are_available_to_later_steps(tmp_path):
-    config = GEPA_YAML.replace("""    prompt:
-      system: prompts/system.j2
-      user: prompts/user.j2
-""", """    steps:
-      - name: summarize
-        user: prompts/user.j2
-        output: summary
-      - name: label
-        system: prompts/system.j2
-        user: prompts/label.j2
-""")
+    config = with_steps("""\
+        - name: summarize
+          user: prompts/user.j2
+          output: summary
+        - name: label
+          system: prompts/system.j2
+          user: prompts/label.j2
+        """)
     make_workspace(tmp_path, config=config, files={"prompts/label.j2": "Label: {{ summary }}"})
     workspace = load_workspace(tmp_path / "gepa.yaml")
     task = workspace.tasks[0]

@@ -22,6 +22,18 @@ tasks:
     metric: {type: exact, ignore_case: true}
 """
 
+SINGLE_CALL = """\
+    prompt:
+      system: prompts/system.j2
+      user: prompts/user.j2
+"""
+
+
+def with_steps(steps: str, config: str = GEPA_YAML) -> str:
+    """The default config with its single call replaced by a pipeline (`steps` is YAML at task level)."""
+    return config.replace(SINGLE_CALL, "    steps:\n" + textwrap.indent(textwrap.dedent(steps), "      "))
+
+
 INSTANCES = [
     {"id": "a1", "inputs": {"text": "The app crashes on start"}, "expected": "bug"},
     {"id": "a2", "inputs": {"text": "I was charged twice"}, "expected": "billing"},

@@ -64,7 +64,7 @@ class Metric:
         return self.compare(output, instance)
 
     def compare(self, output: str, instance: Instance) -> MetricResult:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define compare() or evaluate()")
 
     def check_instance(self, instance: Instance) -> str | None:
         """Offline check used by `gepa-tune check`: a description of what is wrong, or None."""
