@@ -191,14 +191,17 @@ def test_ctrl_c_mid_run_keeps_every_answer_already_paid_for(tmp_path, openai_ser
     openai_server.delay = 0.1
     exe = Path(sys.executable).parent / "gepa-tune"
     env = {**os.environ, "OPENAI_API_KEY": KEY}
+    # A shell that starts a job in the background makes it ignore SIGINT, and children inherit that:
+    # give the CLI the default disposition a terminal would.
     proc = subprocess.Popen([str(exe), "-C", str(tmp_path), "eval"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 20
     while len(openai_server.requests) < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130, err
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, (out[-500:], err)
     assert "interrupted" in err and "Traceback" not in err
     answered = openai_server.attempts
     assert 8 <= answered < 30
