@@ -99,7 +99,10 @@ def _read_jsonl(path: Path, file: str) -> list[Instance]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError(file, "eval set file not found", hint="create it or fix 'eval.path' in gepa.yaml") from None
+    except OSError as exc:  # a folder where a file should be, no permission, ...
+        raise InputError(file, f"cannot read: {exc.strerror or exc}", hint="check the path and permissions") from None
     out = []
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark some editors write
     for number, line_bytes in enumerate(raw.splitlines(), start=1):
         try:
             line = line_bytes.decode("utf-8")

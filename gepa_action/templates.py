@@ -74,6 +74,8 @@ def load_template(path: Path, module: str) -> PromptTemplate:
         source = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(module, "template file not found", hint="create it or fix the path in gepa.yaml") from None
+    except OSError as exc:  # a folder where a file should be, no permission, ...
+        raise InputError(module, f"cannot read: {exc.strerror or exc}", hint="check the path and permissions") from None
     except UnicodeDecodeError:
         raise InputError(module, "template is not UTF-8 text", hint="save it as UTF-8") from None
     if not source.strip():

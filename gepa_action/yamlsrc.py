@@ -116,6 +116,8 @@ def load_yaml(path: Path, display: str | None = None) -> Doc:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(name, "file not found") from None
+    except OSError as exc:  # a folder where a file should be, no permission, ...
+        raise InputError(name, f"cannot read: {exc.strerror or exc}", hint="check the path and permissions") from None
     except UnicodeDecodeError as exc:
         raise InputError(name, f"not UTF-8 text ({exc.reason} at byte {exc.start})", hint="save it as UTF-8") from None
     return parse_yaml(text, name)

@@ -259,3 +259,18 @@ def test_init_scaffolds_a_workspace_that_checks_clean_and_never_overwrites(tmp_p
 def test_empty_optimize_list_is_refused(tmp_path):
     check_error(tmp_path, "tasks[0].optimize: the list is empty, so tuning could change nothing",
                 config=GEPA_YAML + "    optimize: []\n")
+
+
+def test_a_folder_where_a_template_should_be(tmp_path):
+    make_workspace(tmp_path)
+    (tmp_path / "prompts/system.j2").unlink()
+    (tmp_path / "prompts/system.j2").mkdir()
+    result = run_cli("-C", str(tmp_path), "check")
+    assert result.exit_code == 2
+    assert "prompts/system.j2: cannot read: Is a directory; check the path and permissions" in result.output
+
+
+def test_jsonl_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + jsonl(INSTANCES).encode())
+    assert [i.id for i in _load(path).instances] == ["a1", "a2", "a3", "a4"]
