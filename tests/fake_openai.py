@@ -43,6 +43,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -112,6 +113,16 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-connection (a cancelled request, a killed process) is normal here:
+    socketserver would print a traceback to stderr, which lands in the output tests inspect."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeOpenAI:
     """A running fake server; see the module docstring. Use as a context manager or start()/stop()."""
 
@@ -139,7 +150,7 @@ class FakeOpenAI:
         class Handler(_Handler):
             server_state = fake
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _QuietServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server

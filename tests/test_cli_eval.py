@@ -107,7 +107,7 @@ def test_endpoint_failure_exits_1_naming_status_and_endpoint_but_not_the_key(wor
     result = run("-C", str(workspace), "eval")
     assert result.exit_code == 1
     assert "401" in result.output and openai_server.url in result.output
-    assert KEY not in result.output and "Traceback" not in result.output
+    assert KEY not in result.output and "Traceback" not in result.output, result.output
 
 
 def test_pipeline_feeds_each_step_output_to_the_next(tmp_path, openai_server, monkeypatch):
