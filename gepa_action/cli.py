@@ -132,7 +132,7 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
     results, usage = run_eval(workspace, selected, split, use_cache=not no_cache,
                               progress=terminal_progress())
     if as_json:
-        click.echo(json.dumps({"tasks": [r.to_dict() for r in results], "usage": usage}, indent=2,
+        click.echo(json.dumps({"tasks": [r.to_dict() for r in results], "usage": usage.to_dict()}, indent=2,
                               ensure_ascii=False))
     else:
         click.echo(format_results(results, usage))

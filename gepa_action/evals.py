@@ -49,9 +49,6 @@ class EvalSet:
         """The identity every written score carries."""
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
-    def label(self) -> str:
-        return f"{self.name}@{self.version} ({self.sha256[:12]})"
-
     def by_split(self, split: str) -> list[Instance]:
         if split == "all":
             return list(self.instances)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import ResponseCache
-from .lm import LMClient, resolve_endpoint
+from .lm import LMClient, Usage, resolve_endpoint
 from .task import TaskRunner, Trace, mean
 from .workspace import Task, Workspace
 
@@ -72,10 +72,10 @@ async def evaluate_tasks(tasks: list[Task], split: str, lm: LMClient,
 
 
 def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: bool = True,
-             progress: Callable[[str, int, int], None] | None = None) -> tuple[list[TaskResult], dict[str, Any]]:
-    """Synchronous entry point: results plus the usage summary."""
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[list[TaskResult], Usage]:
+    """Synchronous entry point: results plus what the run spent."""
 
-    async def main() -> tuple[list[TaskResult], dict[str, Any]]:
+    async def main() -> tuple[list[TaskResult], Usage]:
         lm = open_client(workspace, use_cache=use_cache)
         try:
             results = await evaluate_tasks(tasks, split, lm, progress)
@@ -83,7 +83,7 @@ def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: 
             await lm.aclose()
             if lm.cache is not None:
                 lm.cache.close()
-        return results, lm.usage.to_dict()
+        return results, lm.usage
 
     return asyncio.run(main())
 
@@ -110,7 +110,7 @@ def _cell(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def format_results(results: list[TaskResult], usage: dict[str, Any]) -> str:
+def format_results(results: list[TaskResult], usage: Usage) -> str:
     """The per-instance table and the aggregate, for a person at a terminal."""
     lines: list[str] = []
     for result in results:
@@ -127,6 +127,5 @@ def format_results(results: list[TaskResult], usage: dict[str, Any]) -> str:
         shown = "n/a (no instances in this split)" if score is None else f"{score:.3f}"
         lines.append(f"  mean {shown} over {len(result.traces)} instances")
         lines.append("")
-    lines.append(f"usage: {usage['requests']} requests, {usage['cached']} cached, {usage['prompt_tokens']:,} "
-                 f"prompt + {usage['completion_tokens']:,} completion tokens, ${usage['cost_usd']:.4f}")
+    lines.append(f"usage: {usage.summary()}")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .evals import Instance
@@ -43,9 +43,6 @@ class Trace:
     truncated: bool = False
     steps: list[StepTrace] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class TaskRunner:
     """Runs a task's steps through the LM client and scores the final output with the task's metric."""
@@ -63,10 +60,9 @@ class TaskRunner:
             try:
                 content = render(candidate[module], variables)
             except TemplateRenderError as exc:
-                what = f"variable '{exc.variable}'" if exc.variable else str(exc)
+                problem = f"missing variable '{exc.variable}'" if exc.variable else str(exc)
                 raise self.task.eval_set.error_at(
-                    instance, f"{module} cannot be rendered: missing {what}" if exc.variable else
-                    f"{module} cannot be rendered: {what}",
+                    instance, f"{module} cannot be rendered: {problem}",
                     hint="add the variable under inputs, or change the template") from None
             messages.append({"role": role, "content": content})
         return messages

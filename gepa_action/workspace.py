@@ -323,7 +323,7 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     assert eval_section is not None
     eval_section.check_keys(("path", "version", "name"))
     eval_file = eval_section.get("path", str, required=True)
-    version = eval_section.get("version", (str, int, float), required=True) if eval_section.has("version") else None
+    version = eval_section.get("version", (str, int, float))
     if version is None:
         raise eval_section.error(None, "missing required key 'version'",
                                  hint="label the eval set, e.g. version: \"1\", and bump it when the data changes")
@@ -333,10 +333,10 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
                              fractions=split.fractions(), seed=split.seed)
     templates = {m: load_template(root / m, m) for m in modules}
     _check_variables(name, steps, templates, eval_set)
-    metric = build_metric(doc, ("tasks", index, "metric"), root=root,
-                          default_judge_model=lm.judge_model or lm.task_model) if section.has("metric") else None
-    if metric is None:
+    if not section.has("metric"):
         raise section.error(None, "missing required key 'metric'", hint="e.g. metric: exact")
+    metric = build_metric(doc, ("tasks", index, "metric"), root=root,
+                          default_judge_model=lm.judge_model or lm.task_model)
     for inst in eval_set.instances:
         problem = metric.check_instance(inst)
         if problem:
