@@ -138,6 +138,113 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
         click.echo(format_results(results, usage))
 
 
+@main.command()
+@click.argument("tasks", nargs=-1)
+@click.option("--budget", type=click.IntRange(min=1), help="Max metric calls per task (overrides gepa.yaml).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
+@click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
+              help="Parent selection: the per-instance Pareto front, or always the best (for comparison).")
+@click.option("--minibatch", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Train instances shown to the reflection model per proposal.")
+@click.option("--parallel", type=click.IntRange(min=1, max=32), default=1, show_default=True,
+              help="Proposals made concurrently per round (shorter wall time, same budget accounting).")
+@click.option("--max-merges", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Merges to try (tasks with two or more optimized templates).")
+@click.option("--resume", "resume", metavar="RUN_ID", help="Continue an interrupted run (options come from it).")
+@click.option("--write", is_flag=True, help="Write the best templates into the workspace when the run ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report (report.json) instead of text.")
+@click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
+@click.pass_obj
+@friendly_errors
+def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, strategy: str, minibatch: int,
+         parallel: int, max_merges: int, resume: str | None, write: bool, as_json: bool, no_cache: bool) -> None:
+    """Evolve the prompts with GEPA within the budget; score seed and best on the held-out test split.
+
+    \b
+    The run lives in .gepa/runs/RUN_ID/ (checkpoints, events.jsonl, report.json, report.md).
+    Create the file .gepa/runs/RUN_ID/STOP to end a run after its current step.
+    Exit codes: 0 finished, 1 the run failed (report written), 2 bad input, 130 interrupted (resumable).
+    """
+    from .tune import TuneOptions, progress_printer, raise_for, run_tune
+
+    workspace = obj.load()
+    if resume and (tasks or budget is not None):
+        raise InputError("--resume", "a resumed run keeps its tasks and budget",
+                         hint="drop the task names and --budget, or start a new run")
+    selected = workspace.select(tasks)
+    for warning in workspace.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    options = TuneOptions(seed=seed, budget=budget, strategy=strategy, minibatch=minibatch, parallel=parallel,
+                          max_merges=max_merges)
+    result = run_tune(workspace, selected, options, resume=resume, use_cache=not no_cache,
+                      progress=None if as_json else progress_printer())
+    _show_report(workspace, result.report, result.run.path, as_json=as_json, write=write)
+    raise_for(result)
+
+
+@main.command()
+@click.argument("run_id", required=False, default="latest")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the Markdown report.")
+@click.option("--write", is_flag=True, help="Write the run's best templates into the workspace.")
+@click.pass_obj
+@friendly_errors
+def report(obj: Context, run_id: str, as_json: bool, write: bool) -> None:
+    """Re-render a run's report from its checkpoints (RUN_ID defaults to the latest run)."""
+    from .runs import RunDir
+    from .tune import rerender
+
+    workspace = obj.load()
+    run = RunDir.open(workspace.root, run_id)
+    data = rerender(workspace, run)
+    if as_json:
+        click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+    else:
+        click.echo((run.path / "report.md").read_text(encoding="utf-8"))
+    if write:
+        _write_best(workspace, data)
+
+
+def _write_best(workspace: Any, data: dict[str, Any]) -> None:
+    from .tune import write_templates
+
+    written = write_templates(workspace, data)
+    for module in written:
+        click.echo(f"wrote {module}", err=True)
+    if not written:
+        click.echo("nothing to write: the seed templates stayed best", err=True)
+
+
+def _show_report(workspace: Any, data: dict[str, Any], path: Path, *, as_json: bool, write: bool) -> None:
+    from .report_md import render_summary_line
+
+    if as_json:
+        click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+    else:
+        for task in data["tasks"]:
+            click.echo(render_summary_line(task))
+            if task.get("stop_reason"):
+                click.echo(f"  stopped: {task['stop_reason']}")
+            diff = (task.get("best") or {}).get("diff")
+            click.echo(diff.rstrip("\n") if diff else "  no change: the seed templates stayed best")
+            changed = [r for r in task["instances"] if r["split"] == "test" and r["delta"] != 0]
+            changed.sort(key=lambda r: (r["delta"] > 0, r["id"]))
+            for row in changed:
+                click.echo(f"  test {row['id']}: {row['before']:.2f} -> {row['after']:.2f}  "
+                           f"{_short(row['output_before'])} -> {_short(row['output_after'])}")
+        rel = workspace.relative(path)
+        click.echo(f"report: {rel}/report.md (JSON: {rel}/report.json)")
+    if write:
+        _write_best(workspace, data)
+    elif not as_json and any((t.get("best") or {}).get("changed_modules") for t in data["tasks"]):
+        click.echo(f"templates unchanged in the workspace: apply with `gepa-tune report {path.name} --write`",
+                   err=True)
+
+
+def _short(text: str, width: int = 30) -> str:
+    flat = " ".join(str(text).split())
+    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
 def entry() -> None:
     """Console-script entry point: run the CLI, flush, and leave without the interpreter's teardown.
 

@@ -40,6 +40,8 @@ class LMConfig:
     judge_model: str | None = None
     temperature: float = 0.0
     max_tokens: int = 1024
+    #: The reflection model writes a diagnosis plus a whole template: it needs far more room than a label.
+    reflection_max_tokens: int = 2048
     concurrency: int = 8
     timeout: float = 60.0
     max_retries: int = 6
@@ -124,7 +126,7 @@ class Workspace:
 
 
 LM_KEYS = ("base_url", "api_key_env", "task_model", "reflection_model", "judge_model", "temperature",
-           "max_tokens", "concurrency", "timeout", "max_retries", "prices")
+           "max_tokens", "reflection_max_tokens", "concurrency", "timeout", "max_retries", "prices")
 TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget")
 ROLES = ("system", "user")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -188,6 +190,7 @@ def _parse_lm(doc: Doc) -> LMConfig:
         judge_model=section.get("judge_model", str),
         temperature=section.number("temperature", 0.0, minimum=0, maximum=2),
         max_tokens=section.number("max_tokens", 1024, minimum=1, integer=True),
+        reflection_max_tokens=section.number("reflection_max_tokens", 2048, minimum=64, integer=True),
         concurrency=section.number("concurrency", 8, minimum=1, maximum=256, integer=True),
         timeout=section.number("timeout", 60.0, minimum=0.1),
         max_retries=section.number("max_retries", 6, minimum=0, maximum=20, integer=True),

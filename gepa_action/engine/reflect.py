@@ -1,0 +1,172 @@
+"""Reflection: show a module's template and what it did on a minibatch to the reflection model, and
+turn its reply into a proposal that is safe to evaluate.
+
+A proposal costs metric calls only after it has passed every cheap check here: the reply was not cut
+off, it holds one complete fenced block, the block parses as Jinja, it uses exactly the variables of
+the original template, and it renders for every minibatch instance in the sandbox. Each rejection
+carries a reason (`kind: detail`) that goes to the audit log, the report and the next reflection
+prompt for the same parent and module, so the model does not propose the same thing twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..evals import Instance
+from ..markdown import code_block
+from ..templates import TemplateRenderError, render, syntax_problem, template_variables
+from ..workspace import Task
+from .state import Rejection, TraceRecord
+
+#: How many earlier rejected proposals the prompt shows (the most recent ones).
+SHOWN_REJECTIONS = 3
+#: Longest text of one input, output or feedback shown per example; the rest is elided.
+SHOWN_CHARS = 2000
+
+SYSTEM_PROMPT = """\
+You improve the prompt templates of a language-model task. You are shown one template, what the model \
+produced with it on a few examples, and the feedback on each result. Work out why the failing examples \
+failed, then write a better version of the template. Prefer general rules that would also hold for \
+unseen inputs over notes about the specific examples; keep what already works."""
+
+INSTRUCTIONS = """\
+## What to answer
+1. A short diagnosis (two to six sentences): what the failures have in common, and which rule or \
+piece of guidance in the template would prevent them without breaking the examples that passed.
+2. The complete new template in exactly one fenced block: a line with ```jinja, the template, \
+and a line with ```. Nothing after the block.
+
+The template is Jinja. {variables_rule} Do not use other variables."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One minibatch instance as the reflection model sees it."""
+
+    instance: Instance
+    trace: TraceRecord
+    step_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The parsed reply: `text` is None when the proposal was rejected, with `reason` saying why."""
+
+    text: str | None
+    rationale: str
+    reason: str | None
+
+
+def _clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more characters]"
+
+
+def _format_inputs(inputs: dict[str, Any]) -> str:
+    return "\n".join(f"{name}: {value}" for name, value in inputs.items())
+
+
+def build_messages(task: Task, module: str, text: str, examples: Sequence[Example],
+                   rejected: Sequence[Rejection]) -> list[dict[str, str]]:
+    """The reflection request. The current template is the first fenced block of the user message."""
+    variables = sorted(template_variables(task.templates[module].source))
+    if variables:
+        listed = ", ".join("{{ " + v + " }}" for v in variables)
+        variables_rule = f"It must use exactly these variables, each at least once: {listed}."
+    else:
+        variables_rule = "It uses no variables and must not add any."
+    roles = sorted({role for step in task.steps for role, m in step.messages if m == module})
+    parts = [f"## The task\n{task.description or task.name}"]
+    parts.append(f"## The template to improve: {module}\nIt is rendered as the {' and '.join(roles)} message "
+                 f"of each call to the model.\n" + code_block(text, "jinja"))
+    parts.append(f"## Examples ({len(examples)})")
+    for number, ex in enumerate(examples, 1):
+        lines = [f"### Example {number}: score {ex.trace.score:g}", "Inputs:",
+                 code_block(_clip(_format_inputs(ex.instance.inputs)))]
+        if len(ex.step_names) > 1:
+            for name, out in zip(ex.step_names, ex.trace.step_outputs, strict=False):
+                lines += [f"Output of step {name}:", code_block(_clip(out))]
+        else:
+            lines += ["Model output:", code_block(_clip(ex.trace.output))]
+        lines += ["Feedback:", code_block(_clip(ex.trace.feedback))]
+        parts.append("\n".join(lines))
+    if rejected:
+        shown = list(rejected)[-SHOWN_REJECTIONS:]
+        lines = ["## Proposals already rejected for this template (do not repeat them)"]
+        for number, rej in enumerate(shown, 1):
+            lines += [f"{number}. Rejected because: {rej.reason}", code_block(_clip(rej.text))]
+        parts.append("\n".join(lines))
+    parts.append(INSTRUCTIONS.format(variables_rule=variables_rule))
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+_OPEN = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*[\w.+-]*[ \t]*$")
+
+
+def fenced_blocks(reply: str) -> tuple[list[tuple[int, int, str]], bool]:
+    """Complete fenced blocks as (first line, last line, content), and whether a block was left open."""
+    lines = reply.splitlines()
+    blocks: list[tuple[int, int, str]] = []
+    index = 0
+    while index < len(lines):
+        match = _OPEN.match(lines[index].strip())
+        if not match:
+            index += 1
+            continue
+        fence = match.group("fence")
+        close = next((j for j in range(index + 1, len(lines))
+                      if lines[j].strip().startswith(fence[0] * len(fence))
+                      and set(lines[j].strip()) == {fence[0]}), None)
+        if close is None:
+            return blocks, True
+        blocks.append((index, close, "\n".join(lines[index + 1:close])))
+        index = close + 1
+    return blocks, False
+
+
+def parse_reply(reply: str, *, truncated: bool) -> Proposal:
+    """Split a reply into rationale and template; the last complete fenced block is the template."""
+    blocks, left_open = fenced_blocks(reply)
+    lines = reply.splitlines()
+    rationale = "\n".join(lines[: blocks[-1][0]] if blocks else lines).strip()
+    if truncated:
+        return Proposal(None, rationale, "cut off: the reply hit max_tokens (finish_reason length)")
+    if not blocks:
+        detail = "a block was opened but never closed" if left_open else "the reply has no ``` block"
+        return Proposal(None, rationale, f"no fenced block: {detail}")
+    text = blocks[-1][2].strip("\n")
+    if not text.strip():
+        return Proposal(None, rationale, "empty template: the fenced block is empty")
+    return Proposal(text, rationale, None)
+
+
+def check_template(task: Task, module: str, text: str, examples: Sequence[Example]) -> str | None:
+    """Why `text` cannot replace `module` (None when it can): syntax, variables, rendering."""
+    problem = syntax_problem(text)
+    if problem is not None:
+        message, line = problem
+        where = f" (line {line})" if line else ""
+        return f"not valid Jinja: {message}{where}"
+    original = template_variables(task.templates[module].source)
+    new = template_variables(text)
+    if new != original:
+        changes = []
+        if new - original:
+            changes.append("adds " + ", ".join(sorted(new - original)))
+        if original - new:
+            changes.append("drops " + ", ".join(sorted(original - new)))
+        return "changes variables: " + "; ".join(changes)
+    for ex in examples:
+        variables: dict[str, Any] = dict(ex.instance.inputs)
+        for index, step in enumerate(task.steps):
+            if any(m == module for _, m in step.messages):
+                try:
+                    render(text, variables)
+                except TemplateRenderError as exc:
+                    return f"does not render: instance {ex.instance.id}: {exc}"
+            if step.output and index < len(ex.trace.step_outputs):
+                variables[step.output] = ex.trace.step_outputs[index]
+    return None

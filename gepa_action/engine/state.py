@@ -1,0 +1,176 @@
+"""Everything a tuning run knows, as plain JSON-able data, so a checkpoint is a file a person can read.
+
+The state is written after every iteration and read back by `--resume`. It holds the pool of candidates
+with their per-instance val scores, the lineage, the round-robin pointers, the minibatch sampler, the
+RNG state, what has been spent, and the proposals already rejected. Nothing in here is derived from
+the clock or from dict ordering, so a resumed run continues exactly where the original stood.
+It never holds an API key: only prompts, model outputs, scores and counters.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA = 1
+
+
+@dataclass
+class TraceRecord:
+    """One instance run through one candidate: enough to show the reflection model again later.
+
+    Rendered messages are not stored: they are re-rendered from the candidate and `step_outputs`.
+    """
+
+    score: float
+    feedback: str
+    output: str
+    step_outputs: list[str]
+    truncated: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TraceRecord:
+        return cls(**data)
+
+
+@dataclass
+class Candidate:
+    """One set of module texts in the pool, with where it came from and how it scored on val."""
+
+    id: int
+    texts: dict[str, str]
+    parents: list[int]
+    origin: str  # "seed", "reflection" or "merge"
+    module: str | None = None
+    iteration: int = 0
+    rationale: str = ""
+    minibatch_ids: list[str] = field(default_factory=list)
+    minibatch_before: list[float] = field(default_factory=list)
+    minibatch_after: list[float] = field(default_factory=list)
+    metric_calls: int = 0  # calls spent when the candidate was fully scored
+    next_module: int = 0  # round-robin pointer of this lineage into the optimizable modules
+    val: dict[str, float] = field(default_factory=dict)
+    val_outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def val_mean(self) -> float:
+        return sum(self.val.values()) / len(self.val) if self.val else 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Candidate:
+        return cls(**data)
+
+
+@dataclass
+class Rejection:
+    """A proposal that did not make it into the pool, shown to the reflection model next time."""
+
+    text: str
+    reason: str
+
+
+@dataclass
+class EngineState:
+    """The whole run state of one task. `rng` is `random.Random.getstate()` made JSON-able."""
+
+    task: str
+    seed: int
+    rng: list[Any]
+    candidates: list[Candidate] = field(default_factory=list)
+    iteration: int = 0
+    metric_calls: int = 0
+    reflection_calls: int = 0
+    wall_s: float = 0.0
+    usage: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> ModelUsage fields (real spend)
+    nominal_tokens: dict[str, list[int]] = field(default_factory=dict)  # "purpose|model" -> tokens, cache or not
+    train_memo: dict[str, dict[str, TraceRecord]] = field(default_factory=dict)  # candidate id -> id -> trace
+    rejected: dict[str, list[Rejection]] = field(default_factory=dict)  # "parent:module" -> rejections
+    epoch: list[str] = field(default_factory=list)  # the current shuffled order of train ids
+    epoch_pos: int = 0
+    merges_due: int = 0
+    merges_tried: int = 0
+    merge_pairs_tried: list[list[int]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # {metric_calls, best_val}
+    errors: list[str] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str | None = None
+    final: dict[str, Any] | None = None  # test scoring of seed and best, written once at the end
+
+    @classmethod
+    def new(cls, task: str, seed: int) -> EngineState:
+        state = cls(task=task, seed=seed, rng=[])
+        state.save_rng(random.Random(seed))
+        state.stats = {"proposals": 0, "accepted": 0, "rejected_invalid": {}, "rejected_not_better": 0,
+                       "skipped_perfect": 0, "repeats": 0, "merges_tried": 0, "merges_accepted": 0}
+        return state
+
+    # -- the RNG -----------------------------------------------------------------------------------------
+
+    def load_rng(self) -> random.Random:
+        rng = random.Random()
+        version, internal, gauss = self.rng
+        rng.setstate((version, tuple(internal), gauss))
+        return rng
+
+    def save_rng(self, rng: random.Random) -> None:
+        version, internal, gauss = rng.getstate()
+        self.rng = [version, list(internal), gauss]
+
+    # -- the pool ----------------------------------------------------------------------------------------
+
+    def candidate(self, cid: int) -> Candidate:
+        return self.candidates[cid]
+
+    def best(self) -> Candidate:
+        """The candidate with the best val mean; on a tie the oldest (the seed wins ties: no change)."""
+        return max(self.candidates, key=lambda c: (c.val_mean, -c.id))
+
+    def ancestors(self, cid: int) -> set[int]:
+        seen: set[int] = set()
+        stack = list(self.candidates[cid].parents)
+        while stack:
+            pid = stack.pop()
+            if pid not in seen:
+                seen.add(pid)
+                stack.extend(self.candidates[pid].parents)
+        return seen
+
+    def lineage(self, cid: int) -> list[Candidate]:
+        """From the seed to `cid`, following first parents (a merge lists its better parent first)."""
+        chain = [self.candidates[cid]]
+        while chain[-1].parents:
+            chain.append(self.candidates[chain[-1].parents[0]])
+        return list(reversed(chain))
+
+    def find_texts(self, texts: dict[str, str]) -> Candidate | None:
+        return next((c for c in self.candidates if c.texts == texts), None)
+
+    def rejections(self, parent: int, module: str) -> list[Rejection]:
+        return self.rejected.get(f"{parent}:{module}", [])
+
+    def add_rejection(self, parent: int, module: str, text: str, reason: str) -> None:
+        self.rejected.setdefault(f"{parent}:{module}", []).append(Rejection(text, reason))
+
+    def count_invalid(self, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        invalid = self.stats["rejected_invalid"]
+        invalid[kind] = invalid.get(kind, 0) + 1
+
+    # -- serialization -----------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = SCHEMA
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineState:
+        data = dict(data)
+        data.pop("schema", None)
+        data["candidates"] = [Candidate.from_json(c) for c in data["candidates"]]
+        data["train_memo"] = {cid: {iid: TraceRecord.from_json(t) for iid, t in traces.items()}
+                              for cid, traces in data["train_memo"].items()}
+        data["rejected"] = {key: [Rejection(**r) for r in items] for key, items in data["rejected"].items()}
+        return cls(**data)

@@ -1,0 +1,140 @@
+"""Build the run report (report.json) from the checkpoints: a plain dict a PR body, a terminal summary
+and `gepa-tune report` all render from.
+
+Numbers come from the state files only, so re-rendering a report later gives the same result, and the
+headline (test delta with a paired bootstrap CI) uses the test split, which no selection ever saw.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from .engine.state import EngineState
+from .stats import paired_bootstrap_ci
+from .workspace import Task
+
+SCHEMA = 1
+
+
+def template_diff(seed: dict[str, str], best: dict[str, str]) -> str:
+    """A unified diff per changed module, as `git diff` would show it."""
+    chunks = []
+    for module in seed:
+        if seed[module] != best[module]:
+            chunks.extend(difflib.unified_diff(
+                seed[module].splitlines(keepends=True), best[module].splitlines(keepends=True),
+                fromfile=f"a/{module}", tofile=f"b/{module}"))
+            if chunks and not chunks[-1].endswith("\n"):
+                chunks[-1] += "\n"
+    return "".join(chunks)
+
+
+def _row(iid: str, split: str, before: tuple[float, str], after: tuple[float, str]) -> dict[str, Any]:
+    return {"id": iid, "split": split, "before": before[0], "after": after[0], "delta": after[0] - before[0],
+            "output_before": before[1], "output_after": after[1]}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _test_scores(state: EngineState) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, int]]:
+    final = state.final
+    counts = {"improved": 0, "regressed": 0, "unchanged": 0}
+    if not final or not final["seed"]:
+        return None, [], counts
+    rows = [_row(i, "test", tuple(final["seed"][i]), tuple(final["best_scores"][i])) for i in final["seed"]]
+    for row in rows:
+        key = "improved" if row["delta"] > 0 else "regressed" if row["delta"] < 0 else "unchanged"
+        counts[key] += 1
+    before = [r["before"] for r in rows]
+    after = [r["after"] for r in rows]
+    ci = paired_bootstrap_ci(before, after, seed=state.seed)
+    scores = {"seed": _mean(before), "best": _mean(after), "delta": ci.mean_delta, "ci95": ci.to_dict()}
+    return scores, rows, counts
+
+
+def _candidate_entry(state: EngineState, cid: int) -> dict[str, Any]:
+    c = state.candidate(cid)
+    return {"candidate": c.id, "parents": c.parents, "origin": c.origin, "module": c.module, "iteration": c.iteration,
+            "rationale": c.rationale, "minibatch_ids": c.minibatch_ids, "minibatch_before": c.minibatch_before,
+            "minibatch_after": c.minibatch_after, "val_score": c.val_mean, "metric_calls": c.metric_calls}
+
+
+def task_report(task: Task, state: EngineState, *, budget: int | None, reflection_model: str,
+                status: str) -> dict[str, Any]:
+    """Everything about one task's run, in the shape documented in the README (report.json)."""
+    seed = state.candidate(0) if state.candidates else None
+    best_id = state.final["best"] if state.final else (state.best().id if state.candidates else None)
+    best = state.candidate(best_id) if best_id is not None else None
+    es = task.eval_set
+    sizes = {split: len(es.by_split(split)) for split in ("train", "val", "test")}
+    test, test_rows, counts = _test_scores(state)
+    val_rows = []
+    if seed is not None and best is not None:
+        val_rows = [_row(i, "val", (seed.val[i], seed.val_outputs.get(i, "")),
+                         (best.val[i], best.val_outputs.get(i, ""))) for i in seed.val]
+    usage_models = state.usage.values()
+    test_calls = state.final["test_calls"] if state.final else 0
+    return {
+        "task": task.name,
+        "description": task.description,
+        "status": status,
+        "stop_reason": state.stop_reason,
+        "eval_set": {"name": es.name, "version": es.version, "sha256": es.sha256, "path": es.file},
+        "models": {"task": task.model, "reflection": reflection_model,
+                   "judge": getattr(task.metric, "model", None)},
+        "modules": list(task.modules),
+        "optimized": list(task.optimize),
+        "split_sizes": sizes,
+        "scores": {
+            "val": ({"seed": seed.val_mean, "best": best.val_mean, "delta": best.val_mean - seed.val_mean}
+                    if seed is not None and best is not None else None),
+            "test": test,
+        },
+        "counts": counts,
+        "instances": test_rows + val_rows,
+        "best": ({"candidate": best.id, "templates": {m: best.texts[m] for m in task.optimize},
+                  "diff": template_diff(seed.texts, best.texts),
+                  "changed_modules": [m for m in seed.texts if seed.texts[m] != best.texts[m]]}
+                 if seed is not None and best is not None else None),
+        "lineage": [_candidate_entry(state, c.id) for c in state.lineage(best.id)] if best is not None else [],
+        "history": state.history,
+        "candidates": [{"candidate": c.id, "parents": c.parents, "origin": c.origin, "module": c.module,
+                        "val_score": c.val_mean, "iteration": c.iteration} for c in state.candidates],
+        "proposals": {
+            "total": state.stats.get("proposals", 0),
+            "accepted": state.stats.get("accepted", 0),
+            "rejected_invalid": state.stats.get("rejected_invalid", {}),
+            "rejected_not_better": state.stats.get("rejected_not_better", 0),
+            "skipped_perfect": state.stats.get("skipped_perfect", 0),
+            "repeats": state.stats.get("repeats", 0),
+            "merges": {"tried": state.stats.get("merges_tried", 0), "accepted": state.stats.get("merges_accepted", 0)},
+        },
+        "errors": list(state.errors),
+        "usage": {
+            "metric_calls": state.metric_calls,
+            "budget": budget,
+            "test_calls": test_calls,
+            "reflection_calls": state.reflection_calls,
+            "requests": int(sum(m.get("requests", 0) for m in usage_models)),
+            "cached": int(sum(m.get("cached", 0) for m in usage_models)),
+            "prompt_tokens": int(sum(m.get("prompt_tokens", 0) for m in usage_models)),
+            "completion_tokens": int(sum(m.get("completion_tokens", 0) for m in usage_models)),
+            "cost_usd": sum(m.get("cost_usd", 0.0) for m in usage_models),
+            "wall_s": round(state.wall_s, 3),
+        },
+    }
+
+
+def run_report(meta: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "run_id": meta["run_id"],
+        "status": meta.get("status", "unknown"),
+        "started_at": meta.get("started_at"),
+        "finished_at": meta.get("finished_at"),
+        "options": meta.get("options", {}),
+        "tasks": tasks,
+    }

@@ -1,0 +1,291 @@
+"""A tuning run over one or more tasks: start or resume it, drive the engines, score the held-out test
+split, write the report. Shared by `gepa-tune tune` and (later) the GitHub Action, so it lives outside
+the CLI.
+
+Interruption is part of the design, not an afterthought: the engine checkpoints after every round and
+every answer is in the response cache, so Ctrl-C or SIGTERM only marks the run as interrupted and
+writes a report of what was done; `--resume` continues from the last checkpoint, replaying the
+interrupted round from the cache at no cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .engine.budget import Limits
+from .engine.loop import Engine, EngineOptions
+from .engine.state import EngineState
+from .errors import GepaError, InputError, RunError
+from .evaluate import open_client
+from .report import run_report, task_report
+from .report_md import render_report
+from .runs import RunDir, text_hash, utc_now, write_json
+from .workspace import Task, Workspace
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """What `gepa-tune tune` was asked for; stored in run.json so `--resume` continues the same run."""
+
+    seed: int = 0
+    budget: int | None = None  # overrides every task's budget.max_metric_calls
+    strategy: str = "pareto"
+    minibatch: int = 3
+    parallel: int = 1
+    max_merges: int = 5
+
+    def engine(self) -> EngineOptions:
+        return EngineOptions(strategy=self.strategy, minibatch=self.minibatch, parallel=self.parallel,
+                             max_merges=self.max_merges)
+
+
+@dataclass
+class TaskOutcome:
+    task: Task
+    state: EngineState | None
+    status: str  # "finished", "failed: ...", "interrupted"
+    error: GepaError | None = None
+
+
+@dataclass
+class TuneResult:
+    run: RunDir
+    report: dict[str, Any]
+    outcomes: list[TaskOutcome]
+
+    @property
+    def exit_code(self) -> int:
+        codes = [o.error.exit_code for o in self.outcomes if o.error is not None]
+        if codes:
+            return max(codes)
+        if any(o.state is not None and (o.state.stop_reason or "").startswith("every proposal")
+               for o in self.outcomes):
+            return 1
+        return 0
+
+
+class Interrupted(GepaError):
+    """Ctrl-C or SIGTERM: the state is saved; the message says how to resume."""
+
+    exit_code = 130
+
+
+def fingerprint(task: Task) -> dict[str, Any]:
+    """What must not change under a run for `--resume` to be honest: the seed templates and the eval set."""
+    return {"templates": {m: text_hash(t.source) for m, t in sorted(task.templates.items())},
+            "eval_sha256": task.eval_set.sha256, "model": task.model}
+
+
+def limits_for(task: Task, options: TuneOptions, run: RunDir) -> Limits:
+    budget = task.budget
+    calls = options.budget if options.budget is not None else budget.max_metric_calls
+    return Limits(calls, budget.max_cost_usd, budget.max_minutes, run.stop_file)
+
+
+def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> RunDir:
+    return RunDir.create(workspace.root, {
+        "config": workspace.relative(workspace.config_file),
+        "tasks": [t.name for t in tasks],
+        "options": asdict(options),
+        "fingerprints": {t.name: fingerprint(t) for t in tasks},
+    })
+
+
+def reopen_run(workspace: Workspace, run_id: str) -> tuple[RunDir, list[Task], TuneOptions]:
+    """A run to resume, with its tasks and options; refuses when the inputs changed since it started."""
+    run = RunDir.open(workspace.root, run_id)
+    meta = run.read_meta()
+    tasks = workspace.select(meta["tasks"])
+    for task in tasks:
+        then = meta["fingerprints"][task.name]
+        now = fingerprint(task)
+        if now != then:
+            changed = [m for m in now["templates"] if now["templates"][m] != then["templates"].get(m)]
+            what = (f"template {changed[0]}" if changed else
+                    f"eval set {task.eval_set.file}" if now["eval_sha256"] != then["eval_sha256"] else "task model")
+            raise InputError(workspace.relative(workspace.config_file),
+                             f"task '{task.name}': the {what} changed since run {run.run_id} started",
+                             hint="resume only with the inputs the run started from, or start a new run")
+    return run, tasks, TuneOptions(**meta["options"])
+
+
+ProgressFn = Callable[[str, EngineState, int | None], None]
+
+
+async def _tune_task(workspace: Workspace, run: RunDir, task: Task, options: TuneOptions, lm: Any,
+                     progress: ProgressFn | None) -> TaskOutcome:
+    state = run.load_state(task.name) or EngineState.new(task.name, options.seed)
+    limits = limits_for(task, options, run)
+    buffer: list[dict[str, Any]] = []
+
+    def emit(event: dict[str, Any]) -> None:
+        buffer.append({"time": utc_now(), "task": task.name, **event})
+
+    def checkpoint(current: EngineState) -> None:
+        run.save(current, buffer)
+        buffer.clear()
+
+    def show(current: EngineState) -> None:
+        if progress is not None:
+            progress(task.name, current, limits.max_metric_calls)
+
+    engine = Engine(task, lm, state, options.engine(), limits, emit=emit, checkpoint=checkpoint, progress=show)
+    try:
+        if not state.finished:
+            await engine.run()
+        await engine.score_test()
+    except GepaError as exc:
+        # The checkpoint stays at the last finished round; the events of the failed one are kept.
+        emit({"event": "error", "message": str(exc)})
+        saved = run.load_state(task.name)
+        if saved is None:
+            run.append_events(buffer)
+        else:  # the error goes into the report; the pool and budget stay as checkpointed
+            saved.errors.append(str(exc))
+            run.save(saved, buffer)
+        return TaskOutcome(task, saved, f"failed: {exc}", exc)
+    return TaskOutcome(task, engine.state, "finished")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI runner cancelling the job) is handled like Ctrl-C: save, report, exit 130."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. inside a test runner thread): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses: dict[str, str],
+                  *, run_status: str, keep_times: bool = False) -> dict[str, Any]:
+    """report.json and report.md from the checkpoints on disk."""
+    meta = run.read_meta() if keep_times else run.update_meta(status=run_status, finished_at=utc_now())
+    options = TuneOptions(**meta["options"])
+    task_reports = []
+    for task in tasks:
+        state = run.load_state(task.name)
+        if state is None or not state.candidates:
+            continue
+        limits = limits_for(task, options, run)
+        reflection = workspace.lm.reflection_model or task.model
+        task_reports.append(task_report(task, state, budget=limits.max_metric_calls, reflection_model=reflection,
+                                        status=statuses.get(task.name, "interrupted")))
+    report = run_report(meta, task_reports)
+    write_json(run.path / "report.json", report)
+    (run.path / "report.md").write_text(render_report(report), encoding="utf-8")
+    return report
+
+
+def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, resume: str | None = None,
+             use_cache: bool = True, progress: ProgressFn | None = None) -> TuneResult:
+    """Start (or resume) a run, drive every task to its end, and write the reports."""
+    if resume is not None:
+        run, tasks, options = reopen_run(workspace, resume)
+        run.update_meta(status="running")
+    else:
+        run = start_run(workspace, tasks, options)
+
+    async def main() -> list[TaskOutcome]:
+        lm = open_client(workspace, use_cache=use_cache)
+        try:
+            return list(await asyncio.gather(
+                *(_tune_task(workspace, run, task, options, lm, progress) for task in tasks)))
+        finally:
+            await lm.aclose()
+            if lm.cache is not None:
+                lm.cache.close()
+
+    try:
+        with _sigterm_as_interrupt():
+            outcomes = asyncio.run(main())
+    except KeyboardInterrupt:
+        write_reports(workspace, run, tasks, {}, run_status="interrupted")
+        raise Interrupted(f"run {run.run_id} interrupted; every finished round is saved and every answer is "
+                          f"cached: continue with `gepa-tune tune --resume {run.run_id}`") from None
+    statuses = {o.task.name: o.status for o in outcomes}
+    failed = [o for o in outcomes if o.error is not None]
+    status = "finished" if not failed else f"failed: {failed[0].error}"
+    report = write_reports(workspace, run, tasks, statuses, run_status=status)
+    bad_input = [o for o in failed if isinstance(o.error, InputError) or o.error.exit_code == 2]
+    if bad_input and len(bad_input) == len(outcomes) and not report["tasks"]:
+        raise bad_input[0].error  # nothing ran at all: report the input problem as the error it is
+    return TuneResult(run, report, outcomes)
+
+
+def write_templates(workspace: Workspace, report: dict[str, Any]) -> list[str]:
+    """Write each task's best templates into the workspace (only files that changed); returns them."""
+    written = []
+    for task in report["tasks"]:
+        best = task.get("best") or {}
+        for module in best.get("changed_modules", []):
+            path = workspace.root / module
+            text = best["templates"][module]
+            path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+            written.append(module)
+    return written
+
+
+def progress_printer(stream: Any = None) -> ProgressFn:
+    """A live line on a terminal; in a log (CI), one line whenever a task's best val score changes."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    lines: dict[str, str] = {}
+    last_best: dict[str, float] = {}
+
+    def show(name: str, state: EngineState, budget: int | None) -> None:
+        if not state.candidates:
+            return
+        best = state.best().val_mean
+        cost = sum(m.get("cost_usd", 0.0) for m in state.usage.values())
+        calls = f"{state.metric_calls}/{budget}" if budget is not None else str(state.metric_calls)
+        lines[name] = f"{name}: best val {best:.3f}  calls {calls}  ${cost:.4f}  round {state.iteration}"
+        if tty:
+            stream.write("\r\033[K" + "   ".join(lines.values()))
+            if state.finished:
+                stream.write("\n")
+            stream.flush()
+        elif last_best.get(name) != best or state.finished:
+            last_best[name] = best
+            stream.write(lines[name] + ("  (done)" if state.finished else "") + "\n")
+            stream.flush()
+
+    return show
+
+
+def raise_for(result: TuneResult) -> None:
+    """After printing, turn a failed run into its exit code (the report is already written)."""
+    failed = [o for o in result.outcomes if o.error is not None]
+    if failed:
+        raise failed[0].error  # type: ignore[misc]
+    stuck = [o for o in result.outcomes if o.state and (o.state.stop_reason or "").startswith("every proposal")]
+    if stuck:
+        raise RunError(f"task '{stuck[0].task.name}': every proposal was rejected before evaluation; the reasons "
+                       f"are in {Path(result.run.path) / 'events.jsonl'}")
+
+
+def rerender(workspace: Workspace, run: RunDir) -> dict[str, Any]:
+    """Rebuild report.json and report.md of an existing run from its checkpoints."""
+    meta = run.read_meta()
+    tasks = workspace.select(meta["tasks"])
+    statuses = {}
+    for task in tasks:
+        state = run.load_state(task.name)
+        if state is not None:
+            statuses[task.name] = "finished" if state.final is not None else meta.get("status", "interrupted")
+    return write_reports(workspace, run, tasks, statuses, run_status=meta.get("status", "unknown"),
+                         keep_times=True)

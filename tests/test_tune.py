@@ -1,0 +1,251 @@
+"""End-to-end tuning runs against the simulated rule task on a loopback OpenAI-protocol server.
+
+The task model only answers right when the prompt carries rules the reflection model can read off the
+feedback, so a rising test score proves the whole loop: traces, feedback, reflection, validation,
+acceptance, val scoring and the held-out test scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rule_task
+from click.testing import CliRunner, Result
+from fake_openai import FakeOpenAI, Reply
+
+from gepa_action.cli import main
+from gepa_action.errors import GepaError
+from gepa_action.tune import TuneOptions, run_tune
+from gepa_action.workspace import find_config, load_workspace
+
+
+@pytest.fixture
+def sim() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(responder=rule_task.responder()) as server:
+        yield server
+
+
+def tune(root: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["-C", str(root), "tune", *args], catch_exceptions=False)
+
+
+def report_of(result: Result) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def task_requests(server: FakeOpenAI) -> int:
+    return sum(1 for r in server.requests if r["model"] == rule_task.TASK_MODEL)
+
+
+def test_tune_raises_the_held_out_test_score(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=200, per_rule=6)
+    data = report_of(tune(tmp_path, "--json"))
+    task = data["tasks"][0]
+    test, val = task["scores"]["test"], task["scores"]["val"]
+    assert test["seed"] == 0.0 and test["best"] >= 0.5, test
+    assert test["ci95"]["low"] > 0, "a gain this large must be distinguishable from zero"
+    assert val["best"] > val["seed"]
+    assert task["eval_set"]["sha256"] and task["eval_set"]["version"] == "1"
+    usage = task["usage"]
+    assert usage["metric_calls"] <= 200 and usage["test_calls"] == 2 * task["split_sizes"]["test"]
+    assert usage["reflection_calls"] >= 1 and usage["cost_usd"] > 0
+    # The lineage explains the winner: each accepted step has its rationale and minibatch scores.
+    steps = task["lineage"][1:]
+    assert steps and all(s["rationale"] and sum(s["minibatch_after"]) > sum(s["minibatch_before"]) for s in steps
+                         if s["origin"] == "reflection")
+    assert 'If the ticket mentions "' in task["best"]["templates"]["prompts/system.j2"]
+    assert task["best"]["diff"].startswith("--- a/prompts/system.j2")
+    rows = [r for r in task["instances"] if r["split"] == "test"]
+    assert len(rows) == task["split_sizes"]["test"] and any(r["delta"] == 1.0 for r in rows)
+    # The workspace keeps its templates until asked; the run folder holds the evidence.
+    assert (tmp_path / "prompts/system.j2").read_text() == rule_task.SEED_INSTRUCTION + "\n"
+    run_dir = tmp_path / ".gepa/runs" / data["run_id"]
+    for name in ("run.json", "events.jsonl", "report.json", "report.md", "state/route.json"):
+        assert (run_dir / name).is_file(), name
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    proposals = [e for e in events if e["event"] == "proposal"]
+    keys = {"parent", "module", "minibatch", "scores_before", "accepted"}
+    assert proposals and all(keys <= set(e) for e in proposals)
+    assert any(e["event"] == "val" for e in events) and events[-1]["event"] == "test"
+
+
+def test_report_command_rerenders_and_write_applies_the_best_templates(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=120)
+    first = report_of(tune(tmp_path, "--json"))
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "report", "--write"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert first["run_id"] in result.stdout or "route" in result.stdout
+    assert "wrote prompts/system.j2" in result.stderr
+    assert (tmp_path / "prompts/system.j2").read_text().rstrip("\n") == \
+        first["tasks"][0]["best"]["templates"]["prompts/system.j2"]
+
+
+def test_text_output_shows_summary_diff_deltas_and_where_the_report_is(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=120)
+    result = tune(tmp_path, "--write")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "route" in out and "--- a/prompts/system.j2" in out and "report: .gepa/runs/" in out
+    assert "test r" in out  # per-instance test deltas
+    assert "wrote prompts/system.j2" in result.stderr
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_budget_is_never_exceeded(tmp_path: Path, sim: FakeOpenAI, seed: int) -> None:
+    """A sweep of seeds and odd budgets: calls used never exceed the budget, and little is left unused."""
+    budget = 45 + 17 * seed
+    rule_task.write_workspace(tmp_path, sim.url, budget=budget)
+    data = report_of(tune(tmp_path, "--json", "--seed", str(seed), "--parallel", str(1 + seed % 3)))
+    task = data["tasks"][0]
+    used = task["usage"]["metric_calls"]
+    val = task["split_sizes"]["val"]
+    assert used <= budget
+    if task["stop_reason"].startswith("metric-call budget"):
+        assert budget - used < val + 3 * 2 * (1 + seed % 3), (used, budget)
+
+
+def test_parallel_proposals_keep_the_budget_and_still_improve(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=200)
+    task = report_of(tune(tmp_path, "--json", "--parallel", "4"))["tasks"][0]
+    assert task["usage"]["metric_calls"] <= 200
+    assert task["scores"]["test"]["best"] > 0.4
+
+
+def test_same_seed_again_is_served_from_the_cache(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=120)
+    first = report_of(tune(tmp_path, "--json", "--seed", "3"))["tasks"][0]
+    before = len(sim.requests)
+    second = report_of(tune(tmp_path, "--json", "--seed", "3"))["tasks"][0]
+    assert len(sim.requests) == before, "a repeated run must not send a single request"
+    assert second["scores"] == first["scores"] and second["best"] == first["best"]
+    assert second["usage"]["cost_usd"] == 0
+
+
+def _states(run_dir: Path) -> dict[str, Any]:
+    state = json.loads((run_dir / "state/route.json").read_text())
+    for volatile in ("wall_s", "usage"):
+        state.pop(volatile)
+    return state
+
+
+def test_a_resumed_run_ends_identical_to_an_uninterrupted_one(tmp_path: Path, sim: FakeOpenAI) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    for root in (whole, split):
+        rule_task.write_workspace(root, sim.url, budget=150)
+    options = TuneOptions(seed=5, parallel=2)
+    reference = run_tune(load_workspace(find_config(whole)), load_workspace(find_config(whole)).tasks, options)
+
+    rounds = 0
+
+    def crash_after_three(name: str, state: Any, budget: Any) -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 3:
+            raise KeyboardInterrupt
+
+    workspace = load_workspace(find_config(split))
+    with pytest.raises(GepaError) as interrupted:
+        run_tune(workspace, workspace.tasks, options, progress=crash_after_three)
+    assert interrupted.value.exit_code == 130 and "--resume" in str(interrupted.value)
+    run_id = str(interrupted.value).split("run ", 1)[1].split(" ", 1)[0]
+    meta = json.loads((split / ".gepa/runs" / run_id / "run.json").read_text())
+    assert meta["status"] == "interrupted"
+    resumed = run_tune(workspace, [], TuneOptions(), resume=run_id)
+    assert resumed.run.run_id == run_id
+    assert _states(resumed.run.path) == _states(reference.run.path)
+    assert resumed.report["tasks"][0]["scores"] == reference.report["tasks"][0]["scores"]
+
+
+def test_resume_refuses_when_the_inputs_changed(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=60)
+    run_id = report_of(tune(tmp_path, "--json"))["run_id"]
+    (tmp_path / "prompts/system.j2").write_text("Something else entirely.\n")
+    result = tune(tmp_path, "--resume", run_id)
+    assert result.exit_code == 2
+    assert "prompts/system.j2 changed since run" in result.stderr
+
+
+def test_ctrl_c_in_a_real_process_saves_state_and_resume_finishes(tmp_path: Path) -> None:
+    with FakeOpenAI(responder=rule_task.responder(task_delay=0.05, reflection_delay=0.05)) as server:
+        rule_task.write_workspace(tmp_path, server.url, budget=150, concurrency=4)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-c", "from gepa_action.cli import entry; entry()", "tune"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 30
+        runs = tmp_path / ".gepa/runs"
+        while time.monotonic() < deadline and not list(runs.glob("*/state/route.json")):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        run_id = next(runs.iterdir()).name
+        assert f"gepa-tune tune --resume {run_id}" in err and "Traceback" not in err
+        assert json.loads((runs / run_id / "run.json").read_text())["status"] == "interrupted"
+        assert (runs / run_id / "report.json").is_file()
+        result = tune(tmp_path, "--resume", run_id, "--json")
+        task = report_of(result)["tasks"][0]
+        assert task["usage"]["metric_calls"] <= 150 and task["scores"]["test"] is not None
+
+
+# -- bad input and faults --------------------------------------------------------------------------------
+
+
+def test_unknown_task_is_bad_input(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url)
+    result = tune(tmp_path, "nope")
+    assert result.exit_code == 2 and "no task named 'nope'" in result.stderr
+
+
+def test_a_budget_too_small_for_the_seed_says_how_much_is_needed(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url)
+    result = tune(tmp_path, "--budget", "10")
+    assert result.exit_code == 2, result.output
+    assert "needs at least" in result.stderr and "Traceback" not in result.output
+    assert len(sim.requests) == 0, "nothing is spent when the budget cannot buy a result"
+
+
+def test_an_unreachable_reflection_model_fails_with_a_report(tmp_path: Path, sim: FakeOpenAI) -> None:
+    base = rule_task.responder()
+
+    def down(body: dict[str, Any]) -> Reply:
+        if body["model"] == rule_task.REFLECTION_MODEL:
+            return Reply("the reflection backend is down", status=503)
+        return base(body)
+
+    sim.responder = down
+    rule_task.write_workspace(tmp_path, sim.url, budget=100)
+    result = tune(tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "reflection model sim-reflect" in result.stderr and "503" in result.stderr
+    data = json.loads(next((tmp_path / ".gepa/runs").glob("*/report.json")).read_text())
+    assert data["status"].startswith("failed") and data["tasks"][0]["errors"]
+    assert data["tasks"][0]["scores"]["val"]["seed"] == 0.0  # what was done is reported
+
+
+def test_every_proposal_rejected_ends_with_a_clear_message(tmp_path: Path, sim: FakeOpenAI) -> None:
+    base = rule_task.responder()
+
+    def chatty(body: dict[str, Any]) -> str | Reply:
+        if body["model"] == rule_task.REFLECTION_MODEL:
+            return f"I would add some rules, but I will not write a template. ({len(body['messages'][1]['content'])})"
+        return base(body)
+
+    sim.responder = chatty
+    rule_task.write_workspace(tmp_path, sim.url, budget=300)
+    result = tune(tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "every proposal was rejected before evaluation" in result.stderr
+    data = json.loads(next((tmp_path / ".gepa/runs").glob("*/report.json")).read_text())
+    assert data["tasks"][0]["proposals"]["rejected_invalid"].get("no fenced block", 0) >= 1
