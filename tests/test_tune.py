@@ -249,3 +249,37 @@ def test_every_proposal_rejected_ends_with_a_clear_message(tmp_path: Path, sim: 
     assert "every proposal was rejected before evaluation" in result.stderr
     data = json.loads(next((tmp_path / ".gepa/runs").glob("*/report.json")).read_text())
     assert data["tasks"][0]["proposals"]["rejected_invalid"].get("no fenced block", 0) >= 1
+
+
+def _two_module_workspace(root: Path, url: str) -> Path:
+    rule_task.write_workspace(root, url, budget=300, per_rule=6)
+    config = (root / "gepa.yaml").read_text()
+    (root / "gepa.yaml").write_text(config.replace("optimize: [prompts/system.j2]",
+                                                   "optimize: [prompts/system.j2, prompts/user.j2]"))
+    return root
+
+
+def test_two_modules_round_robin_per_lineage_and_merge(tmp_path: Path, sim: FakeOpenAI) -> None:
+    data = report_of(tune(_two_module_workspace(tmp_path, sim.url), "--json", "--seed", "0"))
+    task = data["tasks"][0]
+    assert task["usage"]["metric_calls"] <= 300
+    events = [json.loads(line) for line in next(tmp_path.glob(".gepa/runs/*/events.jsonl")).read_text().splitlines()]
+    proposals = [e for e in events if e["event"] in ("proposal", "skip")]
+    modules = ["prompts/system.j2", "prompts/user.j2"]
+    # Round-robin: a lineage's turns alternate between the modules; a child continues its parent's turn.
+    by_parent: dict[int, list[str]] = {}
+    for event in proposals:
+        by_parent.setdefault(event["parent"], []).append(event["module"])
+    for turns in by_parent.values():
+        assert all(a != b for a, b in zip(turns, turns[1:], strict=False)), turns
+    for event in proposals:
+        if event.get("accepted") and event["child"] in by_parent:
+            assert by_parent[event["child"]][0] != event["module"]
+    # Merge: two lineages each changed a different module; the merged candidate has both parents.
+    merges = [e for e in events if e["event"] == "merge"]
+    assert merges and task["proposals"]["merges"]["tried"] == len(merges)
+    accepted = [m for m in merges if m["accepted"]]
+    assert accepted, merges
+    merged = task["candidates"][accepted[0]["child"]]
+    assert merged["origin"] == "merge" and len(merged["parents"]) == 2
+    assert task["proposals"]["rejected_invalid"].get("changes variables", 0) >= 1  # rewrites that dropped {{ text }}
