@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InputError, RunError
 from ..lm import Completion, LMClient, LMError, ModelUsage, Usage
@@ -32,6 +32,7 @@ from .reflect import Example, build_messages, check_template, parse_reply
 from .state import Candidate, EngineState, TraceRecord
 
 PERFECT = 1.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,18 @@ class MeteredLM:
             if price is not None and (purpose is None or kind == purpose):
                 total += (prompt * price.input + completion * price.output) / 1e6
         return total
+
+
+async def gather_all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Like asyncio.gather, but when one fails the others are cancelled, not left running (and paying)."""
+    jobs = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*jobs))
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        raise
 
 
 def record_of(trace: Trace) -> TraceRecord:
@@ -191,14 +204,7 @@ class Engine:
                 self.state.metric_calls += 1
             return record_of(trace)
 
-        jobs = [asyncio.ensure_future(one(i)) for i in ids]
-        try:
-            records = list(await asyncio.gather(*jobs))
-        except BaseException:
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
-            raise
+        records = await gather_all(one(i) for i in ids)
         return records
 
     async def _parent_trace(self, cid: int, iid: str) -> TraceRecord:
@@ -346,21 +352,21 @@ class Engine:
         plans, reason = self._plan(rng)
         if not plans:
             return reason
-        outcomes = await asyncio.gather(*(self._propose(plan) for plan in plans))
+        outcomes = await gather_all(self._propose(plan) for plan in plans)
         accepted: list[tuple[Candidate, list[TraceRecord]]] = []
         for outcome in outcomes:
             child = self._apply(outcome)
             if child is not None:
                 accepted.append(child)
         if accepted:
-            results = await asyncio.gather(*(self._run(c.texts, self.val) for c, _ in accepted))
+            results = await gather_all(self._run(c.texts, self.val) for c, _ in accepted)
             for (child, records), val_records in zip(accepted, results, strict=True):
                 self._admit(child, records, dict(zip(self.val, val_records, strict=True)))
         return reason
 
     async def _propose(self, plan: Plan) -> Outcome:
         parent = self.state.candidate(plan.parent)
-        records = list(await asyncio.gather(*(self._parent_trace(parent.id, i) for i in plan.minibatch)))
+        records = await gather_all(self._parent_trace(parent.id, i) for i in plan.minibatch)
         parent_scores = [r.score for r in records]
         if all(s >= PERFECT for s in parent_scores):
             return Outcome(plan, parent_scores, "skipped")
