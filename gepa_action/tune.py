@@ -246,6 +246,7 @@ def progress_printer(stream: Any = None) -> ProgressFn:
     tty = stream.isatty()
     lines: dict[str, str] = {}
     last_best: dict[str, float] = {}
+    done: set[str] = set()
 
     def show(name: str, state: EngineState, budget: int | None) -> None:
         if not state.candidates:
@@ -259,8 +260,10 @@ def progress_printer(stream: Any = None) -> ProgressFn:
             if state.finished:
                 stream.write("\n")
             stream.flush()
-        elif last_best.get(name) != best or state.finished:
+        elif last_best.get(name) != best or (state.finished and name not in done):
             last_best[name] = best
+            if state.finished:
+                done.add(name)
             stream.write(lines[name] + ("  (done)" if state.finished else "") + "\n")
             stream.flush()
 
