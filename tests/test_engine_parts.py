@@ -26,13 +26,27 @@ def test_leaders_include_ties_and_skip_instances_nobody_solves() -> None:
     assert pareto_front({0: {"a": 0}, 1: {"a": 0}}) == {0: 1}  # nothing solved: the oldest best mean
 
 
-def test_front_drops_strictly_dominated_leaders_but_keeps_equals() -> None:
+def test_front_drops_strictly_dominated_leaders() -> None:
     # 2 leads "c" (tied with 0) but 0 is at least as good everywhere and better on "a": 2 is dominated.
     scores = {0: {"a": 1, "b": 0, "c": 1}, 1: {"a": 0, "b": 1, "c": 0}, 2: {"a": 0, "b": 0, "c": 1},
               3: {"a": 0, "b": 0, "c": 0}}
     assert pareto_front(scores) == {0: 2, 1: 1}
-    twins = {0: {"a": 1, "b": 0}, 1: {"a": 1, "b": 0}}  # equal vectors: neither dominates
-    assert pareto_front(twins) == {0: 1, 1: 1}
+
+
+def test_val_twins_share_one_place_held_by_the_better_train_evidence() -> None:
+    twins = {0: {"a": 1, "b": 0}, 1: {"a": 1, "b": 0}, 2: {"a": 0, "b": 1}}
+    assert pareto_front(twins) == {0: 1, 2: 1}  # no evidence: the oldest twin
+    assert pareto_front(twins, {0: (0.0, 0.9), 1: (1.0, 0.5)}) == {1: 1, 2: 1}  # the descendant
+    assert pareto_front(twins, {0: (1.0, 0.9), 1: (1.0, 0.5)}) == {0: 1, 2: 1}  # same depth: train scores
+    rng = random.Random(0)
+    assert {select_pareto(rng, twins, {1: (1.0, 0.5)}) for _ in range(50)} == {1, 2}
+    assert select_best(rng, twins, {1: (1.0, 0.5)}) == 1
+
+
+def test_best_candidate_ties_go_to_the_descendant() -> None:
+    state = _pool()
+    state.candidates[3].val = dict(state.candidates[2].val)  # 3 (two ancestors) ties 2 (one ancestor)
+    assert state.best().id == 3
 
 
 def test_dominance_needs_strictly_better_somewhere() -> None:

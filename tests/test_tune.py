@@ -265,7 +265,6 @@ def test_two_modules_round_robin_per_lineage_and_merge(tmp_path: Path, sim: Fake
     assert task["usage"]["metric_calls"] <= 300
     events = [json.loads(line) for line in next(tmp_path.glob(".gepa/runs/*/events.jsonl")).read_text().splitlines()]
     proposals = [e for e in events if e["event"] in ("proposal", "skip")]
-    modules = ["prompts/system.j2", "prompts/user.j2"]
     # Round-robin: a lineage's turns alternate between the modules; a child continues its parent's turn.
     by_parent: dict[int, list[str]] = {}
     for event in proposals:

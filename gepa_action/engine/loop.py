@@ -330,11 +330,11 @@ class Engine:
 
     def _plan(self, rng: Any) -> tuple[list[Plan], str | None]:
         """Choose this round's proposals, each fitting the budget along with those before it."""
-        scores = {c.id: c.val for c in self.state.candidates}
+        scores, evidence = self.state.val_scores(), self.state.evidence()
         plans: list[Plan] = []
         reserved = 0
         for _ in range(self.options.parallel):
-            parent = self.state.candidate(self.select(rng, scores))
+            parent = self.state.candidate(self.select(rng, scores, evidence))
             module = self.optimize[parent.next_module % len(self.optimize)]
             parent.next_module = (parent.next_module + 1) % len(self.optimize)
             batch = self._next_minibatch(rng)
@@ -493,7 +493,7 @@ class Engine:
     async def _merge_round(self, rng: Any) -> bool:
         """Try one merge; False when no pair qualifies or it does not fit (a proposal round follows)."""
         state = self.state
-        front = list(pareto_front({c.id: c.val for c in state.candidates}))
+        front = list(pareto_front(state.val_scores(), state.evidence()))
         plan = merging.plan_merge(state, front, self.optimize, rng)
         if plan is None:
             state.merges_due = 0

@@ -4,6 +4,13 @@ Why Pareto: a candidate that is worse on average may be the only one that solves
 we always mutated the top candidate, the strategy behind those wins would be lost. Sampling parents in
 proportion to how many val instances they lead keeps every winning strategy alive while favouring the
 broadly good ones.
+
+Ties. Candidates with identical val scores on every instance are one point of the front: val cannot
+tell them apart, so they share one place, held by the twin with the best *train evidence*. First the
+longer ancestry: every accepted step beat its parent on a train minibatch, so a descendant that ties
+its ancestor on val has shown more on train. Then the scores on the train instances it has been run on
+(smoothed). Without this, a pool full of val-equal twins spends its proposals on the twin that knows
+least. The same evidence breaks ties of the val mean when the run picks its best candidate.
 """
 
 from __future__ import annotations
@@ -13,7 +20,31 @@ from collections.abc import Callable, Mapping
 
 #: candidate id -> instance id -> score on val
 Scores = Mapping[int, Mapping[str, float]]
-Selector = Callable[[random.Random, Scores], int]
+#: candidate id -> train evidence, compared as a tuple (higher is better); missing means none
+Evidence = Mapping[int, tuple[float, ...]]
+Selector = Callable[[random.Random, Scores, Evidence], int]
+
+
+def evidence_score(train_scores: list[float]) -> float:
+    """Smoothed mean of a candidate's train scores: (sum + 0.5) / (n + 1), 0.5 with no evidence."""
+    return (sum(train_scores) + 0.5) / (len(train_scores) + 1)
+
+
+def rank_key(cid: int, scores: Scores, evidence: Evidence) -> tuple[float, tuple[float, ...], int]:
+    """Best val mean first, then the best train evidence, then the oldest."""
+    per = scores[cid]
+    return (sum(per.values()) / len(per) if per else 0.0, tuple(evidence.get(cid, ())), -cid)
+
+
+def collapse_twins(scores: Scores, evidence: Evidence) -> dict[int, Mapping[str, float]]:
+    """One representative per distinct val score vector (the twin ranked best by `rank_key`)."""
+    chosen: dict[tuple[tuple[str, float], ...], int] = {}
+    for cid in sorted(scores):
+        vector = tuple(sorted(scores[cid].items()))
+        holder = chosen.get(vector)
+        if holder is None or rank_key(cid, scores, evidence) > rank_key(holder, scores, evidence):
+            chosen[vector] = cid
+    return {cid: scores[cid] for cid in sorted(chosen.values())}
 
 
 def instance_leaders(scores: Scores) -> dict[str, set[int]]:
@@ -37,34 +68,34 @@ def dominates(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
     return at_least and any(a.get(k, 0.0) > b.get(k, 0.0) for k in keys)
 
 
-def pareto_front(scores: Scores) -> dict[int, int]:
+def pareto_front(scores: Scores, evidence: Evidence | None = None) -> dict[int, int]:
     """Candidates that lead at least one instance and are not strictly dominated by another leader,
-    mapped to how many instances each leads. Removing a dominated leader never leaves an instance
-    without a leader: whoever dominates it scores at least as well there."""
-    leaders = instance_leaders(scores)
-    if not leaders:  # nothing solved anywhere yet: the best mean (the seed, early on) is the front
-        return {select_best(random.Random(0), scores): 1}
+    mapped to how many instances each leads; val-equal twins count once (see the module docstring).
+    Removing a dominated leader never leaves an instance without a leader: whoever dominates it
+    scores at least as well there."""
+    evidence = evidence or {}
+    distinct = collapse_twins(scores, evidence)
+    leaders = instance_leaders(distinct)
+    if not leaders:  # nothing solved anywhere yet: the best-ranked candidate (the seed, early on) is the front
+        return {max(scores, key=lambda c: rank_key(c, scores, evidence)): 1}
     front = sorted({cid for group in leaders.values() for cid in group})
-    kept = [c for c in front if not any(dominates(scores[o], scores[c]) for o in front if o != c)]
+    kept = [c for c in front if not any(dominates(distinct[o], distinct[c]) for o in front if o != c)]
     return {c: sum(1 for group in leaders.values() if c in group) for c in kept}
 
 
-def select_pareto(rng: random.Random, scores: Scores) -> int:
+def select_pareto(rng: random.Random, scores: Scores, evidence: Evidence | None = None) -> int:
     """Sample a front member with probability proportional to the number of instances it leads."""
-    front = pareto_front(scores)
+    front = pareto_front(scores, evidence)
     ids = sorted(front)
     if len(ids) == 1:
         return ids[0]
     return rng.choices(ids, weights=[front[c] for c in ids], k=1)[0]
 
 
-def select_best(rng: random.Random, scores: Scores) -> int:
-    """Always the candidate with the best mean (oldest on a tie): the greedy baseline."""
-    def mean(cid: int) -> float:
-        per = scores[cid]
-        return sum(per.values()) / len(per) if per else 0.0
-
-    return max(sorted(scores), key=lambda cid: (mean(cid), -cid))
+def select_best(rng: random.Random, scores: Scores, evidence: Evidence | None = None) -> int:
+    """Always the best-ranked candidate (`rank_key`): the greedy baseline."""
+    evidence = evidence or {}
+    return max(scores, key=lambda cid: rank_key(cid, scores, evidence))
 
 
 STRATEGIES: dict[str, Selector] = {"pareto": select_pareto, "best": select_best}

@@ -13,6 +13,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .pareto import evidence_score, rank_key
+
 SCHEMA = 1
 
 
@@ -123,9 +125,20 @@ class EngineState:
     def candidate(self, cid: int) -> Candidate:
         return self.candidates[cid]
 
+    def val_scores(self) -> dict[int, dict[str, float]]:
+        return {c.id: c.val for c in self.candidates}
+
+    def evidence(self) -> dict[int, tuple[float, ...]]:
+        """What breaks ties of val (see `pareto`): the number of ancestors (accepted steps behind the
+        candidate), then its smoothed score on the train instances it has been run on."""
+        return {c.id: (float(len(self.ancestors(c.id))),
+                       evidence_score([t.score for t in self.train_memo.get(str(c.id), {}).values()]))
+                for c in self.candidates}
+
     def best(self) -> Candidate:
-        """The candidate with the best val mean; on a tie the oldest (the seed wins ties: no change)."""
-        return max(self.candidates, key=lambda c: (c.val_mean, -c.id))
+        """The candidate with the best val mean; ties go to the better train evidence, then the oldest."""
+        scores, evidence = self.val_scores(), self.evidence()
+        return self.candidates[max(scores, key=lambda cid: rank_key(cid, scores, evidence))]
 
     def ancestors(self, cid: int) -> set[int]:
         seen: set[int] = set()
