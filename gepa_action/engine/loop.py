@@ -313,31 +313,50 @@ class Engine:
 
     # -- reflective proposals ----------------------------------------------------------------------------
 
-    def _next_minibatch(self, rng: Any) -> list[str]:
-        """The next `minibatch` train ids of a shuffled epoch; a new shuffle when the epoch runs out."""
+    def _next_minibatch(self, rng: Any, parent: int) -> list[str]:
+        """The next train ids of a shuffled pass over the train split, passing over the instances the
+        parent is already known to solve (its traces are kept). A minibatch of known successes can
+        teach the reflection model nothing and would be skipped anyway; this way each proposal sees
+        as many failures as there are. Empty when the parent is known to solve every train instance."""
         state, size = self.state, min(self.options.minibatch, len(self.train))
+        memo = state.train_memo.get(str(parent), {})
         batch: list[str] = []
-        while len(batch) < size:
+        for _ in range(len(self.train)):
             if state.epoch_pos >= len(state.epoch):
                 state.epoch = list(self.train)
                 rng.shuffle(state.epoch)
                 state.epoch_pos = 0
             iid = state.epoch[state.epoch_pos]
             state.epoch_pos += 1
-            if iid not in batch:
+            known = memo.get(iid)
+            if iid not in batch and (known is None or known.score < PERFECT):
                 batch.append(iid)
+                if len(batch) == size:
+                    break
         return batch
+
+    def _solves_train(self, cid: int) -> bool:
+        memo = self.state.train_memo.get(str(cid), {})
+        return all(i in memo and memo[i].score >= PERFECT for i in self.train)
 
     def _plan(self, rng: Any) -> tuple[list[Plan], str | None]:
         """Choose this round's proposals, each fitting the budget along with those before it."""
         scores, evidence = self.state.val_scores(), self.state.evidence()
+        front = pareto_front(scores, evidence) if self.options.strategy == "pareto" else {}
+        if front and all(self._solves_train(c) for c in front):
+            return [], "every candidate on the Pareto front solves every train instance: nothing left to learn"
         plans: list[Plan] = []
         reserved = 0
         for _ in range(self.options.parallel):
             parent = self.state.candidate(self.select(rng, scores, evidence))
             module = self.optimize[parent.next_module % len(self.optimize)]
             parent.next_module = (parent.next_module + 1) % len(self.optimize)
-            batch = self._next_minibatch(rng)
+            batch = self._next_minibatch(rng, parent.id)
+            if not batch:
+                self.state.stats["skipped_perfect"] += 1
+                self.emit({"event": "skip", "iteration": self.state.iteration, "parent": parent.id, "module": module,
+                           "reason": "the parent is known to solve every train instance"})
+                continue
             memo = self.state.train_memo.get(str(parent.id), {})
             need = sum(1 for i in batch if i not in memo) + len(batch) + len(self.val)
             reason = self.refusal(StepCost(reserved + need, len(plans) + 1))
