@@ -236,6 +236,19 @@ def _import_openai() -> ModuleType:
     return openai
 
 
+def missing_key_error(config: LMConfig) -> InputError:
+    name = config.api_key_env
+    return InputError(CONFIG_NAME, f"no API key: the environment variable {name} is not set", key="lm.api_key_env",
+                      hint=f"export {name}=<your key>, or set lm.base_url to a local OpenAI-compatible server")
+
+
+def check_credentials(config: LMConfig, environ: Mapping[str, str]) -> None:
+    """Fail before anything starts (no run folder, no half-done work) when no key can be sent."""
+    base_url, api_key = resolve_endpoint(config, environ)
+    if not api_key and not base_url:
+        raise missing_key_error(config)
+
+
 def resolve_endpoint(config: LMConfig, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     """Return (base_url, api_key): the config's base_url or $OPENAI_BASE_URL, and the key from the
     variable the config names. Kept separate from the client so the CLI decides what the environment is.
@@ -398,13 +411,7 @@ class LMClient:
             api_key = self._api_key
             if not api_key:
                 if not self._has_explicit_url:
-                    name = self.config.api_key_env
-                    raise InputError(
-                        CONFIG_NAME,
-                        f"no API key: the environment variable {name} is not set",
-                        key="lm.api_key_env",
-                        hint=f"export {name}=<your key>, or set lm.base_url to a local OpenAI-compatible server",
-                    )
+                    raise missing_key_error(self.config)
                 api_key = PLACEHOLDER_API_KEY
             self._client = self._openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=api_key, timeout=self.config.timeout, max_retries=0

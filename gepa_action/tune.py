@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from .engine.loop import Engine, EngineOptions
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
 from .evaluate import open_client
+from .lm import check_credentials
 from .report import run_report, task_report
 from .report_md import render_report
 from .runs import RunDir, text_hash, utc_now, write_json
@@ -194,6 +196,7 @@ def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses
 def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, resume: str | None = None,
              use_cache: bool = True, progress: ProgressFn | None = None) -> TuneResult:
     """Start (or resume) a run, drive every task to its end, and write the reports."""
+    check_credentials(workspace.lm, os.environ)
     if resume is not None:
         run, tasks, options = reopen_run(workspace, resume)
         run.update_meta(status="running")

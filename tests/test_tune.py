@@ -282,3 +282,14 @@ def test_two_modules_round_robin_per_lineage_and_merge(tmp_path: Path, sim: Fake
     merged = task["candidates"][accepted[0]["child"]]
     assert merged["origin"] == "merge" and len(merged["parents"]) == 2
     assert task["proposals"]["rejected_invalid"].get("changes variables", 0) >= 1  # rewrites that dropped {{ text }}
+
+
+def test_no_api_key_fails_before_a_run_is_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workspace_factory import make_workspace
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    make_workspace(tmp_path)
+    result = tune(tmp_path)
+    assert result.exit_code == 2 and "no API key" in result.stderr
+    assert not (tmp_path / ".gepa/runs").exists()
