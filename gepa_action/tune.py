@@ -174,9 +174,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses: dict[str, str],
-                  *, run_status: str, keep_times: bool = False) -> dict[str, Any]:
-    """report.json and report.md from the checkpoints on disk."""
-    meta = run.read_meta() if keep_times else run.update_meta(status=run_status, finished_at=utc_now())
+                  *, run_status: str | None = None) -> dict[str, Any]:
+    """report.json and report.md from the checkpoints on disk. `run_status` None re-renders an ended
+    run as it was (its status, times and per-task statuses come from run.json)."""
+    meta = run.read_meta()
+    known = dict(statuses) if run_status is not None else {**meta.get("task_status", {}), **statuses}
+    for task in tasks:  # a task that got as far as its test scoring finished, whatever came after
+        state = run.load_state(task.name)
+        if task.name not in known and state is not None:
+            known[task.name] = "finished" if state.final is not None else "interrupted"
+    if run_status is not None:
+        meta = run.update_meta(status=run_status, finished_at=utc_now(), task_status=known)
     options = TuneOptions(**meta["options"])
     task_reports = []
     for task in tasks:
@@ -186,7 +194,7 @@ def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses
         limits = limits_for(task, options, run)
         reflection = workspace.lm.reflection_model or task.model
         task_reports.append(task_report(task, state, budget=limits.max_metric_calls, reflection_model=reflection,
-                                        status=statuses.get(task.name, "interrupted")))
+                                        status=known.get(task.name, "interrupted")))
     report = run_report(meta, task_reports)
     write_json(run.path / "report.json", report)
     (run.path / "report.md").write_text(render_report(report), encoding="utf-8")
@@ -286,12 +294,4 @@ def raise_for(result: TuneResult) -> None:
 
 def rerender(workspace: Workspace, run: RunDir) -> dict[str, Any]:
     """Rebuild report.json and report.md of an existing run from its checkpoints."""
-    meta = run.read_meta()
-    tasks = workspace.select(meta["tasks"])
-    statuses = {}
-    for task in tasks:
-        state = run.load_state(task.name)
-        if state is not None:
-            statuses[task.name] = "finished" if state.final is not None else meta.get("status", "interrupted")
-    return write_reports(workspace, run, tasks, statuses, run_status=meta.get("status", "unknown"),
-                         keep_times=True)
+    return write_reports(workspace, run, workspace.select(run.read_meta()["tasks"]), {})
