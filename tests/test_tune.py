@@ -293,3 +293,28 @@ def test_no_api_key_fails_before_a_run_is_created(tmp_path: Path, monkeypatch: p
     result = tune(tmp_path)
     assert result.exit_code == 2 and "no API key" in result.stderr
     assert not (tmp_path / ".gepa/runs").exists()
+
+
+def test_several_tasks_tune_concurrently_each_within_its_own_budget(tmp_path: Path, sim: FakeOpenAI) -> None:
+    second = """\
+  - name: route-strict
+    description: The same routing, scored on a smaller budget.
+    prompt:
+      system: prompts/system.j2
+      user: prompts/user.j2
+    eval:
+      path: evals/tickets.jsonl
+      version: "1"
+    metric: {type: exact}
+    split: {train: 0.34, val: 0.33, test: 0.33, seed: 7}
+    budget: {max_metric_calls: 40}
+"""
+    rule_task.write_workspace(tmp_path, sim.url, budget=120, extra_task=second)
+    data = report_of(tune(tmp_path, "--json"))
+    by_name = {t["task"]: t for t in data["tasks"]}
+    assert set(by_name) == {"route", "route-strict"}
+    assert by_name["route"]["usage"]["metric_calls"] <= 120
+    assert by_name["route-strict"]["usage"]["metric_calls"] <= 40
+    assert by_name["route-strict"]["usage"]["budget"] == 40
+    assert all(t["status"] == "finished" for t in data["tasks"])
+    assert (tmp_path / ".gepa/runs" / data["run_id"] / "state/route-strict.json").is_file()
