@@ -7,9 +7,9 @@ to see exactly what the task model saw and said to diagnose a failure.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .evals import Instance
 from .templates import TemplateRenderError, render
@@ -17,6 +17,8 @@ from .templates import TemplateRenderError, render
 if TYPE_CHECKING:
     from .lm import LMClient
     from .workspace import Task
+
+T = TypeVar("T")
 
 TRUNCATION_NOTE = "The output was cut off at max_tokens before it finished."
 
@@ -97,14 +99,19 @@ class TaskRunner:
                 progress(done)
             return trace
 
-        jobs = [asyncio.ensure_future(one(inst)) for inst in instances]
-        try:
-            return list(await asyncio.gather(*jobs))
-        except BaseException:
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
-            raise
+        return await gather_all(one(inst) for inst in instances)
+
+
+async def gather_all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Like asyncio.gather, but when one fails the others are cancelled, not left running (and paying)."""
+    jobs = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*jobs))
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        raise
 
 
 def mean(scores: Iterable[float]) -> float | None:

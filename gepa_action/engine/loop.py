@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import InputError, RunError
 from ..lm import Completion, LMClient, LMError, ModelUsage, Usage
-from ..task import TaskRunner, Trace
+from ..task import TaskRunner, Trace, gather_all
 from ..workspace import CONFIG_NAME, Task
 from . import merge as merging
 from .budget import BudgetGuard, Limits, StepCost
@@ -32,7 +32,6 @@ from .reflect import Example, build_messages, check_template, parse_reply
 from .state import Candidate, EngineState, TraceRecord
 
 PERFECT = 1.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,18 +91,6 @@ class MeteredLM:
             if price is not None and (purpose is None or kind == purpose):
                 total += (prompt * price.input + completion * price.output) / 1e6
         return total
-
-
-async def gather_all(coros: Iterable[Awaitable[T]]) -> list[T]:
-    """Like asyncio.gather, but when one fails the others are cancelled, not left running (and paying)."""
-    jobs = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*jobs))
-    except BaseException:
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
-        raise
 
 
 def record_of(trace: Trace) -> TraceRecord:
