@@ -140,7 +140,3 @@ class RunDir:
         self.append_events(events)
         write_json(self.state_file(state.task), state.to_json())
 
-    def events(self) -> list[dict[str, Any]]:
-        if not self.events_file.is_file():
-            return []
-        return [json.loads(line) for line in self.events_file.read_text(encoding="utf-8").splitlines() if line]

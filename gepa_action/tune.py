@@ -62,16 +62,6 @@ class TuneResult:
     report: dict[str, Any]
     outcomes: list[TaskOutcome]
 
-    @property
-    def exit_code(self) -> int:
-        codes = [o.error.exit_code for o in self.outcomes if o.error is not None]
-        if codes:
-            return max(codes)
-        if any(o.state is not None and (o.state.stop_reason or "").startswith("every proposal")
-               for o in self.outcomes):
-            return 1
-        return 0
-
 
 class Interrupted(GepaError):
     """Ctrl-C or SIGTERM: the state is saved; the message says how to resume."""
@@ -232,9 +222,8 @@ def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, r
     failed = [o for o in outcomes if o.error is not None]
     status = "finished" if not failed else f"failed: {failed[0].error}"
     report = write_reports(workspace, run, tasks, statuses, run_status=status)
-    bad_input = [o for o in failed if isinstance(o.error, InputError) or o.error.exit_code == 2]
-    if bad_input and len(bad_input) == len(outcomes) and not report["tasks"]:
-        raise bad_input[0].error  # nothing ran at all: report the input problem as the error it is
+    if failed and not report["tasks"] and all(o.error.exit_code == 2 for o in failed):
+        raise failed[0].error  # nothing ran at all: report the input problem as the error it is
     return TuneResult(run, report, outcomes)
 
 
