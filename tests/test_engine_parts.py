@@ -182,10 +182,12 @@ def test_check_template_accepts_a_valid_rewrite_and_renders_later_steps_with_ear
 
 def test_reflection_prompt_shows_template_examples_feedback_and_rejections(tmp_path: Path) -> None:
     task = _task(tmp_path)
-    messages = build_messages(task, "prompts/system.j2", "Classify the ticket.", [_example(task)],
+    texts = {"prompts/system.j2": "Classify the ticket.", "prompts/user.j2": "Ticket: {{ text }}"}
+    messages = build_messages(task, "prompts/system.j2", texts, [_example(task)],
                               [Rejection("Always answer bug.", "not better on the minibatch: 0 vs 0")])
     user = messages[1]["content"]
-    assert user.index("Classify the ticket.") < user.index("Example 1")
+    assert user.index("Classify the ticket.") < user.index("Ticket: {{ text }}") < user.index("Example 1")
+    assert "prompts/user.j2 (user message of step main)" in user
     assert "expected bug, got other" in user and "The app crashes on start" in user
     assert "Always answer bug." in user and "not better on the minibatch" in user
     assert "no variables" in user

@@ -260,28 +260,37 @@ def _two_module_workspace(root: Path, url: str) -> Path:
 
 
 def test_two_modules_round_robin_per_lineage_and_merge(tmp_path: Path, sim: FakeOpenAI) -> None:
-    data = report_of(tune(_two_module_workspace(tmp_path, sim.url), "--json", "--seed", "0"))
-    task = data["tasks"][0]
-    assert task["usage"]["metric_calls"] <= 300
-    events = [json.loads(line) for line in next(tmp_path.glob(".gepa/runs/*/events.jsonl")).read_text().splitlines()]
-    proposals = [e for e in events if e["event"] in ("proposal", "skip")]
-    # Round-robin: a lineage's turns alternate between the modules; a child continues its parent's turn.
-    by_parent: dict[int, list[str]] = {}
-    for event in proposals:
-        by_parent.setdefault(event["parent"], []).append(event["module"])
-    for turns in by_parent.values():
-        assert all(a != b for a, b in zip(turns, turns[1:], strict=False)), turns
-    for event in proposals:
-        if event.get("accepted") and event["child"] in by_parent:
-            assert by_parent[event["child"]][0] != event["module"]
-    # Merge: two lineages each changed a different module; the merged candidate has both parents.
-    merges = [e for e in events if e["event"] == "merge"]
-    assert merges and task["proposals"]["merges"]["tried"] == len(merges)
-    accepted = [m for m in merges if m["accepted"]]
-    assert accepted, merges
+    """Merges need two lineages that each changed a different template since a common ancestor, which
+    depends on the run's draws: seeds are tried until one merges (the first that does is 5 today)."""
+    dropped_variable = 0
+    for seed in range(10):
+        root = _two_module_workspace(tmp_path / str(seed), sim.url)
+        task = report_of(tune(root, "--json", "--seed", str(seed)))["tasks"][0]
+        assert task["usage"]["metric_calls"] <= 300
+        dropped_variable += task["proposals"]["rejected_invalid"].get("changes variables", 0)
+        events = [json.loads(line) for line in next(root.glob(".gepa/runs/*/events.jsonl")).read_text().splitlines()]
+        proposals = [e for e in events if e["event"] in ("proposal", "skip")]
+        # Round-robin: a lineage's turns alternate between the modules; a child continues its parent's turn.
+        by_parent: dict[int, list[str]] = {}
+        for event in proposals:
+            by_parent.setdefault(event["parent"], []).append(event["module"])
+        for turns in by_parent.values():
+            assert all(a != b for a, b in zip(turns, turns[1:], strict=False)), turns
+        for event in proposals:
+            if event.get("accepted") and event["child"] in by_parent:
+                assert by_parent[event["child"]][0] != event["module"]
+        merges = [e for e in events if e["event"] == "merge"]
+        assert task["proposals"]["merges"]["tried"] == len(merges)
+        accepted = [m for m in merges if m["accepted"]]
+        if accepted:
+            break
+    else:
+        pytest.fail("no seed produced an accepted merge")
     merged = task["candidates"][accepted[0]["child"]]
-    assert merged["origin"] == "merge" and len(merged["parents"]) == 2
-    assert task["proposals"]["rejected_invalid"].get("changes variables", 0) >= 1  # rewrites that dropped {{ text }}
+    assert merged["origin"] == "merge" and sorted(merged["parents"]) == sorted(accepted[0]["parents"])
+    parents = [task["candidates"][p] for p in accepted[0]["parents"]]
+    assert all(p["origin"] != "seed" for p in parents)
+    assert dropped_variable >= 1  # careless rewrites of the user template lost {{ text }} and were refused
 
 
 def test_no_api_key_fails_before_a_run_is_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -377,7 +377,7 @@ class Engine:
         if all(s >= PERFECT for s in parent_scores):
             return Outcome(plan, parent_scores, "skipped")
         examples = [Example(self.by_id[i], r, self.step_names) for i, r in zip(plan.minibatch, records, strict=True)]
-        messages = build_messages(self.task, plan.module, parent.texts[plan.module], examples,
+        messages = build_messages(self.task, plan.module, parent.texts, examples,
                                   self.state.rejections(parent.id, plan.module))
         try:
             reply = await self.lm.complete(self.reflection_model, messages, purpose="reflection",

@@ -11,7 +11,7 @@ prompt for the same parent and module, so the model does not propose the same th
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,9 +69,14 @@ def _format_inputs(inputs: dict[str, Any]) -> str:
     return "\n".join(f"{name}: {value}" for name, value in inputs.items())
 
 
-def build_messages(task: Task, module: str, text: str, examples: Sequence[Example],
+def build_messages(task: Task, module: str, texts: Mapping[str, str], examples: Sequence[Example],
                    rejected: Sequence[Rejection]) -> list[dict[str, str]]:
-    """The reflection request. The current template is the first fenced block of the user message."""
+    """The reflection request for `module`, given the parent's text of every module (`texts`).
+
+    The current template is the first fenced block of the user message; the task's other templates
+    follow it, for context (a system prompt is only half the story without the user message it pairs
+    with)."""
+    text = texts[module]
     variables = sorted(template_variables(task.templates[module].source))
     if variables:
         listed = ", ".join("{{ " + v + " }}" for v in variables)
@@ -82,6 +87,14 @@ def build_messages(task: Task, module: str, text: str, examples: Sequence[Exampl
     parts = [f"## The task\n{task.description or task.name}"]
     parts.append(f"## The template to improve: {module}\nIt is rendered as the {' and '.join(roles)} message "
                  f"of each call to the model.\n" + code_block(text, "jinja"))
+    others = [m for m in task.modules if m != module]
+    if others:
+        context = ["## The task's other templates (context only; they are not changed now)"]
+        for other in dict.fromkeys(others):
+            where = ", ".join(f"{role} message of step {step.name}" for step in task.steps
+                              for role, m in step.messages if m == other)
+            context += [f"{other} ({where}):", code_block(texts[other], "jinja")]
+        parts.append("\n".join(context))
     parts.append(f"## Examples ({len(examples)})")
     for number, ex in enumerate(examples, 1):
         lines = [f"### Example {number}: score {ex.trace.score:g}", "Inputs:",
