@@ -327,3 +327,18 @@ def test_several_tasks_tune_concurrently_each_within_its_own_budget(tmp_path: Pa
     assert by_name["route-strict"]["usage"]["budget"] == 40
     assert all(t["status"] == "finished" for t in data["tasks"])
     assert (tmp_path / ".gepa/runs" / data["run_id"] / "state/route-strict.json").is_file()
+
+
+def test_the_time_budget_cancels_the_round_under_way(tmp_path: Path) -> None:
+    with FakeOpenAI(responder=rule_task.responder(reflection_delay=3.0)) as server:
+        rule_task.write_workspace(tmp_path, server.url, budget=300)
+        config = (tmp_path / "gepa.yaml").read_text()
+        (tmp_path / "gepa.yaml").write_text(config.replace("{max_metric_calls: 300}",
+                                                           "{max_metric_calls: 300, max_minutes: 0.02}"))
+        started = time.monotonic()
+        task = report_of(tune(tmp_path, "--json"))["tasks"][0]
+        assert time.monotonic() - started < 2.8, "the 3 s reflection must not be waited for"
+    assert task["stop_reason"].startswith("time budget: 0.02 minutes")
+    assert task["usage"]["metric_calls"] == task["split_sizes"]["val"] + 3  # the cancelled round ran its parent
+    assert [c["origin"] for c in task["candidates"]] == ["seed"]  # the round's half-done work is dropped
+    assert task["scores"]["test"] is not None

@@ -16,6 +16,7 @@ val subsample is not scored twice.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -153,6 +154,7 @@ class Engine:
         self._inflight: dict[tuple[int, str], asyncio.Future[TraceRecord]] = {}
         self._started = time.monotonic()
         self._wall_base = state.wall_s
+        self._snapshot = state.to_json()  # the last checkpoint, to return to when a round is cancelled
 
     # -- accounting --------------------------------------------------------------------------------------
 
@@ -215,28 +217,47 @@ class Engine:
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def run(self) -> EngineState:
-        state = self.state
-        if not state.candidates:
+        if not self.state.candidates:
             await self._score_seed()
-        while not state.finished:
-            if state.best().val_mean >= PERFECT:
+        while not self.state.finished:
+            if self.state.best().val_mean >= PERFECT:
                 self._finish("the best candidate is perfect on every val instance")
                 self.checkpoint()
                 break
-            rng = state.load_rng()
-            calls_before, proposals_before = state.metric_calls, state.stats["proposals"]
-            done = False
-            if state.merges_due > 0 and state.merges_tried < self.options.max_merges:
-                done = await self._merge_round(rng)
-            if not done:
-                reason = await self._proposal_round(rng)
-                if reason is not None:
-                    self._finish(reason)
-            self._count_idle(state.metric_calls > calls_before, state.stats["proposals"] > proposals_before)
-            state.iteration += 1
-            state.save_rng(rng)
-            self.checkpoint()
-        return state
+            left = self.guard.seconds_left(self.wall_used)
+            try:
+                await asyncio.wait_for(self._round(), timeout=None if left == math.inf else max(left, 0.0))
+            except asyncio.TimeoutError:
+                self._stop_at_deadline()
+        return self.state
+
+    async def _round(self) -> None:
+        """One merge or proposal round, then the checkpoint."""
+        state = self.state
+        rng = state.load_rng()
+        calls_before, proposals_before = state.metric_calls, state.stats["proposals"]
+        done = False
+        if state.merges_due > 0 and state.merges_tried < self.options.max_merges:
+            done = await self._merge_round(rng)
+        if not done:
+            reason = await self._proposal_round(rng)
+            if reason is not None:
+                self._finish(reason)
+        self._count_idle(state.metric_calls > calls_before, state.stats["proposals"] > proposals_before)
+        state.iteration += 1
+        state.save_rng(rng)
+        self.checkpoint()
+
+    def _stop_at_deadline(self) -> None:
+        """The time budget ran out during a round: the round is cancelled (its answers are cached) and
+        the run ends at the last checkpoint, keeping the count of the calls the round did make."""
+        calls, nominal = self.state.metric_calls, self.state.nominal_tokens
+        self.state = EngineState.from_json(self._snapshot)
+        self.state.metric_calls = calls
+        self.state.nominal_tokens = nominal
+        minutes = self.guard.limits.max_minutes
+        self._finish(f"time budget: {minutes:g} minutes reached during a round, which was cancelled")
+        self.checkpoint()
 
     def _count_idle(self, spent: bool, proposed: bool) -> None:
         """Stop a run that has stopped learning: streaks live in the state, so a resume counts on."""
@@ -265,6 +286,7 @@ class Engine:
         self._learn_costs()
         state.wall_s = self.wall_used
         self._wall_base, self._started = state.wall_s, time.monotonic()
+        self._snapshot = state.to_json()
         self.checkpoint_cb(state)
         if self.progress is not None:
             self.progress(state)
