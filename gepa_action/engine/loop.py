@@ -370,6 +370,13 @@ class Engine:
             need = sum(1 for i in batch if i not in memo) + len(batch) + len(self.val)
             reason = self.refusal(StepCost(reserved + need, len(plans) + 1))
             if reason is not None:
+                # Near the end of the budget, instances the parent is known to fail cost nothing to
+                # show again: a step on those may still fit where one with unseen instances does not.
+                known = [i for i in self.state.epoch if i in memo and memo[i].score < PERFECT][: len(batch)]
+                cheaper = len(known) + len(self.val)
+                if known and self.refusal(StepCost(reserved + cheaper, len(plans) + 1)) is None:
+                    batch, need, reason = known, cheaper, None
+            if reason is not None:
                 return plans, reason if not plans else None
             plans.append(Plan(parent.id, module, batch))
             reserved += need
