@@ -342,3 +342,41 @@ def test_the_time_budget_cancels_the_round_under_way(tmp_path: Path) -> None:
     assert task["usage"]["metric_calls"] == task["split_sizes"]["val"] + 3  # the cancelled round ran its parent
     assert [c["origin"] for c in task["candidates"]] == ["seed"]  # the round's half-done work is dropped
     assert task["scores"]["test"] is not None
+
+
+def test_a_pipeline_is_tuned_with_every_steps_output_shown_to_the_reflection_model(tmp_path: Path) -> None:
+    """Step one copies the ticket's topic into `facts`; step two answers from the facts and the rules."""
+
+    def responder(body: dict[str, Any]) -> Reply | str:
+        user = body["messages"][-1]["content"]
+        if body["model"] == rule_task.TASK_MODEL and user.startswith("Extract the topic:"):
+            return user.removeprefix("Extract the topic:").strip()
+        return rule_task.responder()(body)
+
+    with FakeOpenAI(responder=responder) as server:
+        rule_task.write_workspace(tmp_path, server.url, budget=200)
+        config = (tmp_path / "gepa.yaml").read_text().replace("""    prompt:
+      system: prompts/system.j2
+      user: prompts/user.j2
+""", """    steps:
+      - {name: extract, user: prompts/extract.j2, output: facts}
+      - {name: answer, system: prompts/system.j2, user: prompts/answer.j2}
+""")
+        (tmp_path / "gepa.yaml").write_text(config)
+        (tmp_path / "prompts/extract.j2").write_text("Extract the topic: {{ text }}\n")
+        (tmp_path / "prompts/answer.j2").write_text("Facts: {{ facts }}\n")
+        task = report_of(tune(tmp_path, "--json"))["tasks"][0]
+        reflections = [r for r in server.requests if r["model"] == rule_task.REFLECTION_MODEL]
+    assert task["scores"]["test"]["best"] > task["scores"]["test"]["seed"] + 0.3
+    assert task["best"]["changed_modules"] == ["prompts/system.j2"]
+    prompt = reflections[0]["messages"][1]["content"]
+    assert "Output of step extract:" in prompt and "Output of step answer:" in prompt
+    assert "prompts/extract.j2 (user message of step extract)" in prompt
+
+
+def test_the_best_strategy_runs_for_comparison(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=150)
+    data = report_of(tune(tmp_path, "--json", "--strategy", "best"))
+    task = data["tasks"][0]
+    assert data["options"]["strategy"] == "best"
+    assert task["usage"]["metric_calls"] <= 150 and task["scores"]["test"]["best"] > 0.3
