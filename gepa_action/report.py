@@ -85,7 +85,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
         "eval_set": {"name": es.name, "version": es.version, "sha256": es.sha256, "path": es.file},
         "models": {"task": task.model, "reflection": reflection_model,
                    "judge": getattr(task.metric, "model", None)},
-        "modules": list(task.modules),
+        "modules": list(dict.fromkeys(task.modules)),
         "optimized": list(task.optimize),
         "split_sizes": sizes,
         "scores": {
