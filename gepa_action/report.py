@@ -12,6 +12,7 @@ from typing import Any
 
 from .engine.state import EngineState
 from .stats import paired_bootstrap_ci
+from .task import mean
 from .workspace import Task
 
 SCHEMA = 1
@@ -35,10 +36,6 @@ def _row(iid: str, split: str, before: tuple[float, str], after: tuple[float, st
             "output_before": before[1], "output_after": after[1]}
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def _test_scores(state: EngineState) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, int]]:
     final = state.final
     counts = {"improved": 0, "regressed": 0, "unchanged": 0}
@@ -51,7 +48,7 @@ def _test_scores(state: EngineState) -> tuple[dict[str, Any] | None, list[dict[s
     before = [r["before"] for r in rows]
     after = [r["after"] for r in rows]
     ci = paired_bootstrap_ci(before, after, seed=state.seed)
-    scores = {"seed": _mean(before), "best": _mean(after), "delta": ci.mean_delta, "ci95": ci.to_dict()}
+    scores = {"seed": mean(before), "best": mean(after), "delta": ci.mean_delta, "ci95": ci.to_dict()}
     return scores, rows, counts
 
 

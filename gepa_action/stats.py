@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,12 +37,6 @@ class BootstrapCI:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def mean(values: Iterable[float]) -> float | None:
-    """The arithmetic mean, or None for no values (a report shows "n/a" rather than inventing a 0)."""
-    items = list(values)
-    return math.fsum(items) / len(items) if items else None
 
 
 def paired_bootstrap_ci(before: Sequence[float], after: Sequence[float], *, resamples: int = 10000,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gepa_action.stats import BootstrapCI, mean, paired_bootstrap_ci
+from gepa_action.stats import BootstrapCI, paired_bootstrap_ci
 
 
 def test_equal_deltas_give_a_point_interval() -> None:
@@ -123,7 +123,3 @@ def test_three_hundred_instances_ten_thousand_resamples_is_fast() -> None:
     assert elapsed < 2.5, f"bootstrap took {elapsed:.2f} s"  # about 0.3-0.45 s here; slack for busy CI
 
 
-def test_mean() -> None:
-    assert mean([1, 2, 3, 4]) == 2.5
-    assert mean(x for x in [0.1] * 10) == pytest.approx(0.1)
-    assert mean([]) is None
