@@ -380,3 +380,25 @@ def test_the_best_strategy_runs_for_comparison(tmp_path: Path, sim: FakeOpenAI) 
     task = data["tasks"][0]
     assert data["options"]["strategy"] == "best"
     assert task["usage"]["metric_calls"] <= 150 and task["scores"]["test"]["best"] > 0.3
+
+
+def test_a_killed_run_resumes_and_pays_again_only_for_answers_it_never_received(tmp_path: Path) -> None:
+    with FakeOpenAI(responder=rule_task.responder(task_delay=0.03, reflection_delay=0.05)) as server:
+        rule_task.write_workspace(tmp_path, server.url, budget=150, concurrency=4)
+        proc = subprocess.Popen([sys.executable, "-c", "from gepa_action.cli import entry; entry()", "tune"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        states = tmp_path / ".gepa/runs"
+        while time.monotonic() < deadline:
+            found = list(states.glob("*/state/route.json"))
+            if found and json.loads(found[0].read_text())["iteration"] >= 2:
+                break
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL: no handler runs, nothing is flushed
+        proc.wait(timeout=10)
+        run_id = next(states.iterdir()).name
+        task = report_of(tune(tmp_path, "--resume", run_id, "--json"))["tasks"][0]
+        sent = [json.dumps(r, sort_keys=True) for r in server.requests]
+    assert task["status"] == "finished" and task["usage"]["metric_calls"] <= 150
+    again = len(sent) - len(set(sent))
+    assert again <= 4, f"{again} requests were paid for twice (at most the 4 in flight at the kill may be)"
