@@ -107,7 +107,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
             "rejected_not_better": state.stats.get("rejected_not_better", 0),
             "skipped_perfect": state.stats.get("skipped_perfect", 0),
             "repeats": state.stats.get("repeats", 0),
-            "merges": {"tried": state.stats.get("merges_tried", 0), "accepted": state.stats.get("merges_accepted", 0)},
+            "merges": {"tried": len(state.merge_pairs_tried), "accepted": state.stats.get("merges_accepted", 0)},
         },
         "errors": list(state.errors),
         "usage": {

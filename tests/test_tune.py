@@ -84,7 +84,7 @@ def test_report_command_rerenders_and_write_applies_the_best_templates(tmp_path:
     first = report_of(tune(tmp_path, "--json"))
     result = CliRunner().invoke(main, ["-C", str(tmp_path), "report", "--write"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert first["run_id"] in result.stdout or "route" in result.stdout
+    assert f"gepa-tune run {first['run_id']}" in result.stdout and "## route" in result.stdout
     assert "wrote prompts/system.j2" in result.stderr
     assert (tmp_path / "prompts/system.j2").read_text().rstrip("\n") == \
         first["tasks"][0]["best"]["templates"]["prompts/system.j2"]

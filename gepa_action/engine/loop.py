@@ -237,7 +237,7 @@ class Engine:
         rng = state.load_rng()
         calls_before, proposals_before = state.metric_calls, state.stats["proposals"]
         done = False
-        if state.merges_due > 0 and state.merges_tried < self.options.max_merges:
+        if state.merges_due > 0 and len(state.merge_pairs_tried) < self.options.max_merges:
             done = await self._merge_round(rng)
         if not done:
             reason = await self._proposal_round(rng)
@@ -537,8 +537,6 @@ class Engine:
             state.merges_due = 0
             return False
         state.merges_due -= 1
-        state.merges_tried += 1
-        state.stats["merges_tried"] += 1
         state.merge_pairs_tried.append(sorted([plan.first, plan.second]))
         first, second = state.candidate(plan.first), state.candidate(plan.second)
         subsample = merging.merge_subsample(first, second, self.options.merge_subsample, rng)

@@ -22,7 +22,7 @@ SCHEMA = 1
 class TraceRecord:
     """One instance run through one candidate: enough to show the reflection model again later.
 
-    Rendered messages are not stored: they are re-rendered from the candidate and `step_outputs`.
+    Rendered messages are not stored: they follow from the candidate, the instance and `step_outputs`.
     """
 
     score: float
@@ -91,8 +91,7 @@ class EngineState:
     epoch: list[str] = field(default_factory=list)  # the current shuffled order of train ids
     epoch_pos: int = 0
     merges_due: int = 0
-    merges_tried: int = 0
-    merge_pairs_tried: list[list[int]] = field(default_factory=list)
+    merge_pairs_tried: list[list[int]] = field(default_factory=list)  # one entry per merge tried
     stats: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)  # {metric_calls, best_val}
     errors: list[str] = field(default_factory=list)
@@ -105,7 +104,7 @@ class EngineState:
         state = cls(task=task, seed=seed, rng=[])
         state.save_rng(random.Random(seed))
         state.stats = {"proposals": 0, "accepted": 0, "rejected_invalid": {}, "rejected_not_better": 0,
-                       "skipped_perfect": 0, "repeats": 0, "merges_tried": 0, "merges_accepted": 0}
+                       "skipped_perfect": 0, "repeats": 0, "merges_accepted": 0}
         return state
 
     # -- the RNG -----------------------------------------------------------------------------------------
