@@ -15,6 +15,7 @@ from typing import Any
 
 from .lm import format_cost
 from .markdown import code_block, details, inline, plain, quote, table
+from .task import mean
 
 OUTPUT_LIMIT = 60  # characters of a model output shown in an instance table
 ID_LIMIT = 40
@@ -54,8 +55,8 @@ def _count(value: Any) -> str:
 
 
 def _mean(values: Any) -> float | None:
-    numbers = [n for n in map(_number, values or []) if n is not None]
-    return sum(numbers) / len(numbers) if numbers else None
+    """The mean of the numeric entries (report.json may come from elsewhere: junk is skipped)."""
+    return mean(n for n in map(_number, values or []) if n is not None)
 
 
 def _duration(seconds: Any) -> str:
