@@ -1,0 +1,608 @@
+"""The pull-request body the Action opens with the evolved prompts, and the shorter job summary.
+
+Input is the `report.json` dict as the engine wrote it (see `report.py`); nothing is recomputed, so the
+PR says exactly what `report.md` says. Eval data, model outputs, rationales, templates, diffs and even
+task and model names are untrusted: every piece goes through `markdown.py` (diffs in a fence they cannot
+close, everything else escaped so it cannot mention, reference or close, or inject HTML), and the Mermaid
+charts come from `report_md`, which builds them from numbers and letters only.
+
+Why the size ladder: GitHub refuses a body over 65,536 characters with a 422, which would lose the whole
+PR. A big eval set with long outputs easily exceeds that, so the body is rendered at the most detailed
+level first and then, only while it is too long, at cheaper levels (`LADDER`): each level gives up a
+less important part, and a visible note says what went and links the full report. The essentials (marker,
+headline, per-task tables, diffs, footer) are always there; a diff is cut only when those alone do not
+fit, and a last resort drops trailing sections whole, so no fence or `<details>` is ever left open.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .lm import format_cost
+from .markdown import code_block, details, inline, plain, quote, table
+
+# report_md's helpers are reused (not copied) so report.md and the PR body format numbers, candidates,
+# lineage steps and charts identically; they are module-private there only because nothing else needed them.
+from .report_md import (
+    ID_LIMIT,
+    _candidate_graph,
+    _cid,
+    _count,
+    _delta,
+    _fmt,
+    _items,
+    _number,
+    _progress_chart,
+    _section,
+    _signed,
+    _step,
+    _verdict,
+)
+
+MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
+GITHUB_LIMIT = 65_536
+# Kept free below `limit`, on top of the pessimistic count of `github_length`: room for a human or a
+# later edit to add a line without hitting the wall.
+SAFETY_MARGIN = 300
+MIN_LIMIT = 1_000
+HEADLINE_TASKS = 5  # tasks named in the headline; the rest are "and N more"
+DESCRIPTION_LIMIT = 300
+NAME_LIMIT = 80  # a task name in prose and headings (the reproduce command has it whole)
+MAX_COMMAND = 1_000  # a longer reproduce command leaves the task names out
+FULL_OUTPUTS = 80  # characters of a model output at the most detailed level
+FULL_RATIONALE = 1500
+MIN_DIFF_CONTENT = 80  # below this a cut diff says only how long it was
+
+Row = Mapping[str, Any]
+
+# Options of `gepa-tune tune` that decide the run's path, in the order the command shows them.
+_REPRO_FLAGS = ("seed", "budget", "strategy", "minibatch", "parallel", "max_merges")
+_URL = re.compile(r"https?://[^\s<>()\[\]`\"'\\]+")
+
+
+@dataclass(frozen=True)
+class PRBody:
+    """The body, and whether anything was left out to fit (then the full report must be reachable)."""
+
+    text: str
+    truncated: bool
+    cuts: tuple[str, ...] = ()  # what was left out, in the words of the note in the body
+
+
+@dataclass(frozen=True)
+class Detail:
+    """How much of the optional parts a rendering shows; `LADDER` lists them from most to least."""
+
+    outputs: int | None = FULL_OUTPUTS  # characters of each model output; None = no output columns
+    unchanged: bool = True  # list instances whose score did not change
+    val: bool = True  # list validation instances
+    charts: bool = True
+    rationale: int | None = FULL_RATIONALE  # characters per rationale; None = no lineage section
+    max_rows: int | None = None  # changed test instances listed per task (regressions first)
+    instances: bool = True  # the per-instance section at all
+
+
+# Least important first: how outputs read, then bulk rows nobody reviews one by one, then pictures,
+# then the prose of the search. Regressions stay listed longest, since they are what a reviewer must see.
+LADDER: tuple[Detail, ...] = (
+    Detail(),
+    Detail(outputs=30),
+    Detail(outputs=30, unchanged=False),
+    Detail(outputs=30, unchanged=False, val=False),
+    Detail(outputs=30, unchanged=False, val=False, charts=False),
+    Detail(outputs=30, unchanged=False, val=False, charts=False, rationale=300),
+    Detail(outputs=None, unchanged=False, val=False, charts=False, rationale=300),
+    Detail(outputs=None, unchanged=False, val=False, charts=False, rationale=300, max_rows=100),
+    Detail(outputs=None, unchanged=False, val=False, charts=False, rationale=300, max_rows=20),
+    Detail(outputs=None, unchanged=False, val=False, charts=False, rationale=None, max_rows=20),
+    Detail(outputs=None, unchanged=False, val=False, charts=False, rationale=None, max_rows=20, instances=False),
+)
+
+
+def github_length(text: str) -> int:
+    """A length of `text` that GitHub's own count never exceeds, whatever it counts.
+
+    GitHub's error says "characters", and measurements (2025) show 65,536 code points, ASCII or emoji
+    alike, which is what `len` gives. This counts UTF-16 code units instead (an emoji is 2, as in a
+    JavaScript client) plus one more per newline (a body saved from the web editor comes back with
+    CRLF), so a body that passes here passes any of those readings; it over-counts by a few percent."""
+    return len(text.encode("utf-16-le")) // 2 + text.count("\n")
+
+
+def render_pr_body(report: Mapping[str, Any], *, applied: Collection[str], threshold: str,
+                   run_url: str | None = None, full_report: str | None = None, limit: int = GITHUB_LIMIT) -> PRBody:
+    """The Markdown body of the pull request that applies the evolved templates of the tasks in `applied`.
+
+    `threshold` is the rule a gain had to clear, in words (shown to say why other tasks were left out);
+    `run_url` links the workflow run; `full_report` is a URL or path of the complete report.md, shown
+    when anything was cut. The text always has `github_length(text) <= limit - SAFETY_MARGIN` (so also
+    `len(text) <= limit`), whatever the size of the report.
+    """
+    if limit < MIN_LIMIT:
+        raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
+    return _Body(report, set(applied), threshold, run_url, full_report, limit).fit(limit - SAFETY_MARGIN)
+
+
+def render_job_summary(report: Mapping[str, Any], *, applied: Collection[str], threshold: str, operation: str,
+                       pr_url: str | None) -> str:
+    """Markdown for `$GITHUB_STEP_SUMMARY`: what happened to the PR, and each task's numbers.
+
+    Short on purpose (no diffs, no instances): the summary page shows every step's summary in a row, and
+    the details are one click away in the PR and in report.md.
+    """
+    applied = set(applied)
+    tasks = _tasks(report)
+    parts = [f"## gepa-tune run {inline(report.get('run_id') or 'unknown')}", _operation(operation, pr_url, applied)]
+    parts.append(f"A task's evolved prompts are applied when its gain clears the threshold: {inline(threshold)}.")
+    for task in tasks:
+        name = _name(task)
+        if name in applied:
+            parts.append(f"### {inline(name, NAME_LIMIT)}: applied")
+        else:
+            parts.append(f"### {inline(name, NAME_LIMIT)}: not applied\n\n"
+                         f"Kept the seed prompts: {_reason(task, threshold)}.")
+        parts.append(_summary_tables(task))
+    if not tasks:
+        parts.append("No task produced a result.")
+    return "\n\n".join(parts) + "\n"
+
+
+# -- the body, level by level -------------------------------------------------------------------------
+
+
+class _Body:
+    """One report, rendered at any `Detail`; sections are cached because the ladder re-renders them."""
+
+    def __init__(self, report: Mapping[str, Any], applied: set[str], threshold: str, run_url: str | None,
+                 full_report: str | None, limit: int) -> None:
+        self.report = report
+        self.limit = limit
+        self.threshold = threshold
+        self.run_url = run_url
+        self.full_report = full_report
+        tasks = _tasks(report)
+        self.applied = [t for t in tasks if _name(t) in applied]
+        self.kept = [t for t in tasks if _name(t) not in applied]
+        self.cache: dict[tuple[Any, ...], str] = {}
+
+    def fit(self, budget: int) -> PRBody:
+        """The most detailed level that fits. Each level shows a subset of the one before, so the sizes
+        fall along the ladder and a binary search finds it in a few renderings (each re-renders the
+        instance tables, which dominate the time for big reports)."""
+        texts: dict[int, str] = {}
+
+        def fits(level: int) -> bool:
+            texts[level] = _join(self.blocks(LADDER[level], cut=level > 0))
+            return github_length(texts[level]) <= budget
+
+        last = len(LADDER) - 1
+        if fits(0):
+            return PRBody(texts[0], False)
+        if not fits(last):
+            return self._cut_diffs(LADDER[last], budget)
+        low, high = 0, last  # low does not fit, high does
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if fits(middle) else (middle, high)
+        return PRBody(texts[high], True, tuple(_cuts(LADDER[high])))
+
+    # The essentials did not fit: share what is left among the diffs, then drop trailing blocks if even
+    # the cut diffs do not fit (thousands of tasks), then, as a guarantee, cut the text.
+    def _cut_diffs(self, detail: Detail, budget: int) -> PRBody:
+        cuts = [*_cuts(detail), "template diffs cut"]
+        # Measured with every diff at its smallest, then those smallest blocks given back to the diffs.
+        smallest = [_cut_diff(task, 0) for task in self.applied]
+        without = self.blocks(detail, cut=True, cuts=cuts, diffs={i: 0 for i in range(len(self.applied))})
+        available = budget - github_length(_join(without)) + sum(map(github_length, smallest))
+        shares = _share([github_length(self._diff(task)) for task in self.applied], max(available, 0))
+        blocks = self.blocks(detail, cut=True, cuts=cuts, diffs=dict(enumerate(shares)))
+        text = _join(blocks)
+        if github_length(text) > budget:
+            cuts.append("later sections left out")
+            text = _clamp(self.blocks(detail, cut=True, cuts=cuts, diffs=dict(enumerate(shares))), budget)
+        return PRBody(text, True, tuple(cuts))
+
+    def blocks(self, detail: Detail, *, cut: bool, cuts: Sequence[str] | None = None,
+               diffs: Mapping[int, int] | None = None) -> list[str]:
+        """Every block of the body in reading order; `diffs` caps diff blocks (task index -> counted size).
+
+        Each block is complete Markdown (tables, fences and `<details>` closed), so dropping whole blocks
+        from the end never leaves anything open. The first is the marker and headline, the second the cut
+        note when `cut`, the last the footer.
+        """
+        blocks = [f"{MARKER}\n\n{self.headline()}"]
+        if cut:
+            blocks.append(self.note(cuts if cuts is not None else _cuts(detail)))
+        for index, task in enumerate(self.applied):
+            blocks.append(self._cached(("head", index), lambda t=task: _task_head(t, "applied")))
+            blocks.append(self._cached(("summary", index), lambda t=task: _summary_tables(t)))
+            allowance = diffs.get(index) if diffs is not None else None
+            blocks.append(self._diff(task) if allowance is None else _cut_diff(task, allowance))
+            if detail.instances:
+                blocks.append(self._cached(("instances", index, detail.outputs, detail.unchanged, detail.val,
+                                            detail.max_rows), lambda t=task: _instances(t, detail)))
+            if detail.rationale is not None:
+                blocks.append(self._cached(("lineage", index, detail.rationale),
+                                           lambda t=task: _lineage(t, detail.rationale or 0)))
+            if detail.charts:
+                blocks.append(self._cached(("charts", index), lambda t=task: _charts(t)))
+        for index, task in enumerate(self.kept):
+            blocks.append(self._cached(("kept", index), lambda t=task: (
+                f"{_task_head(t, 'not applied')}\n\nKept the seed prompts: {_reason(t, self.threshold)}.")))
+            blocks.append(self._cached(("kept summary", index), lambda t=task: _summary_tables(t)))
+        blocks.append(self.footer(cut))
+        return [block for block in blocks if block]
+
+    def _cached(self, key: tuple[Any, ...], render: Callable[[], str]) -> str:
+        if key not in self.cache:
+            self.cache[key] = render()
+        return self.cache[key]
+
+    def _diff(self, task: Row) -> str:
+        return self._cached(("diff", id(task)), lambda: _diff_block(task))
+
+    def headline(self) -> str:
+        """One paragraph: which tasks this PR changes and by how much on held-out data, and what it cost."""
+        run = inline(self.report.get("run_id") or "unknown")
+        if self.applied:
+            shown = [f"**{inline(_name(t), NAME_LIMIT)}** ({_gain(t)})" for t in self.applied[:HEADLINE_TASKS]]
+            if len(self.applied) > HEADLINE_TASKS:
+                shown.append(f"{len(self.applied) - HEADLINE_TASKS} more")
+            text = (f"This pull request applies the prompts that gepa-tune evolved for {_and(shown)}, measured "
+                    "on each task's held-out test split, which no step of the search saw.")
+        else:
+            text = "No task's gain clears the threshold, so this run of gepa-tune applies no prompt."
+        if self.kept:
+            text += (f" {_count(len(self.kept))} other task{'s' if len(self.kept) != 1 else ''} kept "
+                     f"{'their' if len(self.kept) != 1 else 'its'} seed prompts (see below).")
+        text += f" Threshold: {inline(self.threshold)}."
+        tasks = self.applied + self.kept
+        calls = sum(_number(_section(t, "usage").get("metric_calls")) or 0 for t in tasks)
+        cost = sum(_number(_section(t, "usage").get("cost_usd")) or 0 for t in tasks)
+        text += f" Run {run}: {_count(calls)} metric calls, {format_cost(cost)}."
+        return text
+
+    def note(self, cuts: Sequence[str]) -> str:
+        where = self._full_report() or "report.md in the run folder"
+        what = "; ".join(cuts) if cuts else "some details"
+        return (f"**Shortened to fit GitHub's {self.limit:,}-character limit:** {what}. "
+                f"Everything is in the full report: {where}.")
+
+    def _full_report(self) -> str:
+        return _link("report.md", self.full_report) if self.full_report else ""
+
+    def footer(self, cut: bool) -> str:
+        run_id = self.report.get("run_id") or "unknown"
+        facts = [f"gepa-tune run {inline(run_id)}"]
+        if self.run_url:
+            facts.append(_link("workflow run", self.run_url))
+        tasks = self.applied + self.kept
+        command = _repro_command(self.report, tasks)
+        how = "Reproduce locally, with the same eval sets and models:"
+        if len(command) > MAX_COMMAND:  # hundreds of tasks, or absurd names: the footer must stay small
+            command = _repro_command(self.report, [])
+            how = ("Reproduce locally, with the same eval sets and models (without names `gepa-tune tune` runs "
+                   f"every task; this run had {_plural(len(tasks), 'task')}):")
+        lines = ["---", " · ".join(facts), how, code_block(command, "sh")]
+        # The full report is committed on the branch only when the body was cut: link it only then.
+        full = self._full_report() if cut else ""
+        lines.append(f"The full report, with every instance, proposal and cost: {full}." if full else
+                     "The full report, with every instance, proposal and cost, is report.md in "
+                     f".gepa/runs/{inline(run_id)}/ where the run was made.")
+        return "\n\n".join(lines)
+
+
+def _join(blocks: Sequence[str]) -> str:
+    return "\n\n".join(blocks) + "\n"
+
+
+def _clamp(blocks: list[str], budget: int) -> str:
+    """The headline, the note and the footer, plus as many of the blocks between as fit, in order."""
+    head, note, footer, middle = blocks[0], blocks[1], blocks[-1], blocks[2:-1]
+    kept = [head, note]
+    used = github_length(_join([*kept, footer]))
+    for block in middle:
+        size = github_length(block) + 4
+        if used + size > budget:
+            break
+        kept.append(block)
+        used += size
+    text = _join([*kept, footer])
+    if github_length(text) > budget:  # only when the headline itself is too long: cut, never exceed
+        text = _prefix(text, budget)
+    return text
+
+
+def _prefix(text: str, budget: int) -> str:
+    """The longest prefix of `text` that `github_length` counts at most `budget` (a cut at a line end
+    when one is near, so a fence or table row is not split mid-line)."""
+    if github_length(text) <= budget:
+        return text
+    end = min(len(text), budget)
+    while end > 0 and github_length(text[:end]) > budget:
+        end -= max(1, (github_length(text[:end]) - budget) // 2)
+    newline = text.rfind("\n", 0, end)
+    if newline >= end * 3 // 4:
+        end = newline + 1
+    return text[:max(end, 0)]
+
+
+def _share(sizes: Sequence[int], available: int) -> list[int]:
+    """Split `available` among blocks wanting `sizes`: small ones get all they want, the rest equal parts."""
+    shares = [0] * len(sizes)
+    left = available
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    for position, i in enumerate(order):
+        fair = left // (len(sizes) - position)
+        shares[i] = min(sizes[i], fair)
+        left -= shares[i]
+    return shares
+
+
+def _cuts(detail: Detail) -> list[str]:
+    """What `detail` leaves out compared with the full body, as the note in the body says it."""
+    cuts = []
+    if not detail.instances:
+        cuts.append("per-instance tables left out")
+    else:
+        if detail.outputs is None:
+            cuts.append("model outputs left out of the instance tables")
+        elif detail.outputs < FULL_OUTPUTS:
+            cuts.append(f"model outputs abbreviated to {detail.outputs} characters")
+        if not detail.unchanged:
+            cuts.append("unchanged instances counted, not listed")
+        if not detail.val:
+            cuts.append("validation instances left out")
+        if detail.max_rows is not None:
+            cuts.append(f"at most {detail.max_rows} changed test instances listed per task")
+    if not detail.charts:
+        cuts.append("charts left out")
+    if detail.rationale is None:
+        cuts.append("rationales left out")
+    elif detail.rationale < FULL_RATIONALE:
+        cuts.append(f"rationales cut to {detail.rationale} characters")
+    return cuts
+
+
+# -- per task -------------------------------------------------------------------------------------------
+
+
+def _tasks(report: Mapping[str, Any]) -> list[Row]:
+    return [t for t in _items(report, "tasks") if isinstance(t, Mapping)]
+
+
+def _name(task: Row) -> str:
+    return str(task.get("task") or "task")
+
+
+def _task_head(task: Row, what: str) -> str:
+    description = f"\n\n{inline(task['description'], DESCRIPTION_LIMIT)}" if task.get("description") else ""
+    return f"## {inline(_name(task), NAME_LIMIT)}: {what}{description}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _gain(task: Row) -> str:
+    """`test 0.467 → 0.800, +0.333, 95% CI +0.133 … +0.533` (val numbers when there is no test split)."""
+    scores = _section(task, "scores")
+    test = _section(scores, "test")
+    if not test:
+        val = _section(scores, "val")
+        return f"val {_fmt(val.get('seed'))} → {_fmt(val.get('best'))}, no test split"
+    text = f"test {_fmt(test.get('seed'))} → {_fmt(test.get('best'))}, {_signed(test.get('delta'))}"
+    ci = _section(test, "ci95")
+    if ci:
+        text += f", 95% CI {_signed(ci.get('low'))} … {_signed(ci.get('high'))}"
+    return text
+
+
+def _reason(task: Row, threshold: str) -> str:
+    """Why a task's templates are not in the PR, mirroring the Action's verdict in the reviewer's words."""
+    status = str(task.get("status") or "unknown")
+    if not status.startswith("finished"):
+        return f"the run did not finish ({inline(status, 120)})"
+    if not _items(_section(task, "best"), "changed_modules") and not _section(task, "best").get("diff"):
+        return "the seed templates stayed best"
+    test = _section(_section(task, "scores"), "test")
+    if not test:
+        return "there is no test split to measure the gain on"
+    return f"the gain ({_gain(task)}) does not clear the threshold ({inline(threshold)})"
+
+
+def _summary_tables(task: Row) -> str:
+    """Baseline against evolved per split, the test verdict, then what the run used and on what data."""
+    scores = _section(task, "scores")
+    sizes = _section(task, "split_sizes")
+    rows = []
+    for split in ("val", "test"):
+        part = _section(scores, split)
+        if not part:
+            continue
+        size = _number(sizes.get(split))
+        label = f"{split} ({int(size)})" if size is not None else split
+        change = _signed(part.get("delta"))
+        ci = _section(part, "ci95")
+        if ci:
+            change += f" [{_signed(ci.get('low'))}, {_signed(ci.get('high'))}]"
+        rows.append([label, _fmt(part.get("seed")), _fmt(part.get("best")), change])
+    blocks = [table(["split", "baseline", "evolved", "change [95% CI]"], rows, align="lrrr")] if rows else []
+    blocks.append(_verdict(scores, _section(task, "counts")) if rows else "No scores were recorded.")
+
+    counts = _section(task, "counts")
+    usage = _section(task, "usage")
+    models = _section(task, "models")
+    eval_set = _section(task, "eval_set")
+    instances = (f"{_count(counts.get('improved'))} improved · {_count(counts.get('regressed'))} regressed · "
+                 f"{_count(counts.get('unchanged'))} unchanged") if counts else "n/a"
+    calls = _count(usage.get("metric_calls"))
+    if _number(usage.get("budget")) is not None:
+        calls += f" of {_count(usage['budget'])}"
+    if _number(usage.get("test_calls")):
+        calls += f" (+{_count(usage['test_calls'])} on test)"
+    tokens = f"{_count(usage.get('prompt_tokens'))} + {_count(usage.get('completion_tokens'))}"
+    cost = _number(usage.get("cost_usd"))
+    used = f"{models.get('task') or '?'} / {models.get('reflection') or '?'}"
+    if models.get("judge"):
+        used += f" (judge {models['judge']})"
+    data = f"{eval_set.get('name') or '?'}@{eval_set.get('version') or '?'}" if eval_set else "n/a"
+    if eval_set.get("sha256"):
+        data += f" (sha256 {str(eval_set['sha256'])[:12]})"
+    blocks.append(table(
+        ["test instances", "metric calls", "tokens (prompt + completion)", "cost", "models (task / reflection)",
+         "eval set"],
+        [[instances, calls, tokens, format_cost(cost) if cost is not None else "n/a", used, data]]))
+    return "\n\n".join(blocks)
+
+
+def _diff_block(task: Row) -> str:
+    best = _section(task, "best")
+    heading = "### Template change"
+    if not best:
+        return f"{heading}\n\nNo best candidate was recorded."
+    if not best.get("diff"):
+        return f"{heading}\n\nNo change: the seed stayed best."
+    return f"{heading}\n\n{_diff_intro(best)}\n\n{code_block(best['diff'], 'diff')}"
+
+
+def _diff_intro(best: Row) -> str:
+    changed = [inline(m) for m in _items(best, "changed_modules")]
+    return f"Best candidate {_cid(best.get('candidate'))}" + (f" changes {', '.join(changed)}:" if changed else ":")
+
+
+def _cut_diff(task: Row, allowance: int) -> str:
+    """The diff block in at most `allowance` counted characters: the first lines of the diff and a line
+    saying how much is missing, or only that line when there is no room for a useful part."""
+    best = _section(task, "best")
+    diff = str(best.get("diff") or "")
+    full = _diff_block(task)
+    if github_length(full) <= allowance or not diff:
+        return full
+    total = diff.count("\n") + (0 if diff.endswith("\n") else 1)
+    head = f"### Template change\n\n{_diff_intro(best)}"
+    room = allowance - github_length(head) - 200  # 200: the note and the fences
+    while room >= MIN_DIFF_CONTENT:
+        shown = _prefix(diff, room)
+        lines = shown.count("\n")
+        where = f"after line {lines:,}" if shown.endswith("\n") else f"in line {lines + 1:,}"
+        note = (f"The diff was cut {where} of {total:,} ({len(diff) - len(shown):,} characters left out). "
+                "The full diff is in the full report.")
+        block = f"{head}\n\n{code_block(shown, 'diff')}\n\n{note}"
+        if github_length(block) <= allowance:
+            return block
+        room -= github_length(block) - allowance
+    return (f"### Template change\n\nThe diff ({total:,} lines, {len(diff):,} characters) is too long for "
+            "this description: see the full report.")
+
+
+def _instances(task: Row, detail: Detail) -> str:
+    """Test first (it is the headline), then val; within each, regressions, improvements, unchanged."""
+    rows = [r for r in _items(task, "instances") if isinstance(r, Mapping)]
+    if not rows:
+        return ""
+    blocks = ["### Per-instance scores"]
+    for split, label in (("test", "Test split"), ("val", "Validation split")):
+        group = [r for r in rows if r.get("split") == split]
+        if not group:
+            continue
+        if split == "val" and not detail.val:
+            blocks.append(f"{label}: {_plural(len(group), 'instance')}, not listed here.")
+            continue
+        regressions = sorted((r for r in group if (_delta(r) or 0) < 0), key=lambda r: (_delta(r), str(r.get("id"))))
+        gains = sorted((r for r in group if (_delta(r) or 0) > 0), key=lambda r: (-(_delta(r) or 0), str(r.get("id"))))
+        same = sorted((r for r in group if not _delta(r)), key=lambda r: str(r.get("id")))
+        listed = regressions + gains
+        notes = []
+        if detail.max_rows is not None and len(listed) > detail.max_rows:
+            notes.append(f"{_plural(len(listed) - detail.max_rows, 'more changed instance')} (the smallest "
+                         "changes) not listed.")
+            listed = listed[:detail.max_rows]
+        if detail.unchanged:
+            listed += same
+        elif same:
+            notes.append(f"{_plural(len(same), 'unchanged instance')} not listed.")
+        summary = (f"{label}: {len(regressions):,} regressed, {len(gains):,} improved, {len(same):,} unchanged "
+                   f"({_plural(len(group), 'instance')})")
+        body = [_instance_table(listed, detail.outputs)] if listed else []
+        blocks.append(details(summary, "\n\n".join(body + notes) or "No instance listed."))
+    return "\n\n".join(blocks)
+
+
+def _instance_table(rows: Sequence[Row], outputs: int | None) -> str:
+    headers = ["id", "before", "after", "change"]
+    cells = [[plain(r.get("id"), ID_LIMIT), _fmt(r.get("before")), _fmt(r.get("after")), _signed(_delta(r))]
+             for r in rows]
+    if outputs is None:
+        return table(headers, cells, align="lrrr")
+    for cell, row in zip(cells, rows, strict=True):
+        # `table` escapes; `plain` only cuts to the length a reader sees.
+        cell += [plain(row.get("output_before"), outputs), plain(row.get("output_after"), outputs)]
+    return table([*headers, "output before", "output after"], cells, align="lrrrll")
+
+
+def _lineage(task: Row, limit: int) -> str:
+    """Each accepted step of the winning lineage with the reflection model's stated reason, quoted."""
+    steps = [s for s in _items(task, "lineage") if isinstance(s, Mapping) and s.get("origin") != "seed"]
+    if not steps:
+        return ""
+    blocks = ["### Why the prompt changed"]
+    for step in steps:
+        blocks.append(_step(step))
+        if step.get("rationale"):
+            blocks.append(quote(step["rationale"], limit))
+    return "\n\n".join(blocks)
+
+
+def _charts(task: Row) -> str:
+    charts = [chart for chart in (_progress_chart(task), _candidate_graph(task)) if chart]
+    return "\n\n".join(["### Search progress", *charts]) if charts else ""
+
+
+# -- links and commands ---------------------------------------------------------------------------------
+
+
+def _link(text: str, target: str) -> str:
+    """A Markdown link when `target` is a plain http(s) URL, else the target as escaped text (a path)."""
+    if _URL.fullmatch(target):
+        return f"[{inline(text)}]({target})"
+    return inline(target, 300)
+
+
+def _repro_command(report: Mapping[str, Any], tasks: Sequence[Row]) -> str:
+    """`gepa-tune tune TASK... --seed N ...` with the run's options, quoted for the shell. Names are kept
+    whole (an abbreviated name would not reproduce anything): the caller puts this in a `code_block`."""
+    words = ["gepa-tune", "tune", *(shlex.quote(_name(t)) for t in tasks)]
+    options = _section(report, "options")
+    for key in _REPRO_FLAGS:
+        value = options.get(key)
+        if key == "seed" and value is None:
+            value = 0
+        if value is None or isinstance(value, bool):
+            continue
+        words += [f"--{key.replace('_', '-')}", shlex.quote(str(value))]
+    return " ".join(words)
+
+
+def _operation(operation: str, pr_url: str | None, applied: set[str]) -> str:
+    link = _link("the pull request", pr_url) if pr_url else "the pull request"
+    if operation == "created":
+        return f"Opened {link} with the evolved prompts."
+    if operation == "updated":
+        return f"Updated {link} with the evolved prompts of this run."
+    if operation == "closed":
+        return f"Closed {link}: no task's gain clears the threshold any more."
+    if operation == "none":
+        if applied:
+            return ("Prompts to apply were found, but no pull request was opened or changed "
+                    "(a dry run, or the branch or base changed: see the log).")
+        return "No task's gain clears the threshold: no pull request."
+    return f"Pull request: {inline(operation, 80)}" + (f" ({link})" if pr_url else "")
