@@ -46,6 +46,8 @@ class LMConfig:
     timeout: float = 60.0
     max_retries: int = 6
     prices: dict[str, Price] = field(default_factory=dict)
+    #: "openai": any OpenAI-compatible endpoint; "local": the bundled models on this machine (local_model.py).
+    provider: str = "openai"
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,13 @@ class Task:
         return {m: self.templates[m].source for m in self.modules}
 
 
+@dataclass(frozen=True)
+class GateConfig:
+    """The pre-push regression gate (`gepa-tune hook eval`): how far a val score may drop (None: default)."""
+
+    tolerance: float | None = None
+
+
 @dataclass
 class Workspace:
     root: Path
@@ -109,6 +118,7 @@ class Workspace:
     lm: LMConfig
     tasks: list[Task]
     warnings: list[str] = field(default_factory=list)
+    gate: GateConfig = field(default_factory=GateConfig)
 
     def relative(self, path: Path) -> str:
         return display_path(self.root, path)
@@ -125,10 +135,11 @@ class Workspace:
         return [known[n] for n in names]
 
 
-LM_KEYS = ("base_url", "api_key_env", "task_model", "reflection_model", "judge_model", "temperature",
+LM_KEYS = ("provider", "base_url", "api_key_env", "task_model", "reflection_model", "judge_model", "temperature",
            "max_tokens", "reflection_max_tokens", "concurrency", "timeout", "max_retries", "prices")
 TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget")
 ROLES = ("system", "user")
+PROVIDERS = ("openai", "local")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -164,6 +175,10 @@ def _parse_lm(doc: Doc) -> LMConfig:
         raise section.error("api_key", "API keys never live in gepa.yaml",
                             hint="export the key in an environment variable and set api_key_env to its name")
     section.check_keys(LM_KEYS)
+    provider = section.get("provider", str, "openai")
+    if provider not in PROVIDERS:
+        raise section.error("provider", f"'{provider}' is not a provider",
+                            hint="use openai (any OpenAI-compatible endpoint) or local (bundled models, no API key)")
     base_url = section.get("base_url", str)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise section.error("base_url", f"'{base_url}' is not an http(s) URL",
@@ -195,6 +210,7 @@ def _parse_lm(doc: Doc) -> LMConfig:
         timeout=section.number("timeout", 60.0, minimum=0.1),
         max_retries=section.number("max_retries", 6, minimum=0, maximum=20, integer=True),
         prices=prices,
+        provider=provider,
     )
 
 
@@ -370,7 +386,12 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     if not isinstance(doc.data, dict):
         raise InputError(display, "expected a mapping with 'lm' and 'tasks'", line=1,
                          hint="run `gepa-tune init` in an empty folder to see a working example")
-    doc.section().check_keys(("lm", "tasks"))
+    doc.section().check_keys(("lm", "tasks", "gate"))
+    gate_section = doc.section().child("gate")
+    gate = GateConfig()
+    if gate_section is not None:
+        gate_section.check_keys(("tolerance",))
+        gate = GateConfig(tolerance=gate_section.number("tolerance", None, minimum=0, maximum=1))
     lm = _parse_lm(doc)
     raw_tasks: Any = doc.section().get("tasks", list, required=True)
     if not raw_tasks:
@@ -384,7 +405,12 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
             if errors is None:
                 raise
             errors.append(exc)
-    workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks)
+    workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate)
+    if lm.provider == "local":  # every model becomes a bundled one, free and keyless (local_model.py)
+        from .local_model import localize
+
+        workspace = localize(workspace)
+        lm, tasks = workspace.lm, workspace.tasks
     for model in sorted({lm.task_model, *(t.model for t in tasks), lm.reflection_model, lm.judge_model} - {None}):
         if lm.prices and model not in lm.prices:
             workspace.warnings.append(f"{display}: lm.prices: no price for model '{model}'; its cost counts as 0")
