@@ -89,7 +89,11 @@ def init(obj: Context, directory: Path | None, force: bool) -> None:
 @click.pass_obj
 @friendly_errors
 def check(obj: Context, tasks: tuple[str, ...]) -> None:
-    """Validate config, templates and eval sets offline; report every problem as FILE:LINE."""
+    """Validate config, templates and eval sets offline; report every problem as FILE:LINE.
+
+    Also warns when a task's prompts or eval set changed since its baseline in gepa.lock.
+    """
+    from . import baseline
     from .evals import split_counts
 
     errors: list[InputError] = []
@@ -107,6 +111,11 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
         if counts["val"] == 0:
             click.echo(f"warning: {es.file}: task '{task.name}' has no val instances; adjust split fractions "
                        "or give instances split: val", err=True)
+    try:  # a prompt or eval set edited since its recorded score: the record in gepa.lock is stale
+        for line in baseline.stale(workspace, baseline.load(workspace.root), selected):
+            click.echo(f"warning: {line}", err=True)
+    except InputError as exc:
+        errors.append(exc)
     for error in errors:
         click.echo(f"error: {error}", err=True)
     if errors:
@@ -119,9 +128,12 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
               help="Which instances to score.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
+@click.option("--update-baseline", is_flag=True,
+              help="Score val and test and record the scores and hashes in gepa.lock (other tasks' records kept).")
 @click.pass_obj
 @friendly_errors
-def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool) -> None:
+def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
+                 update_baseline: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
     from .evaluate import format_results, run_eval, terminal_progress
 
@@ -129,13 +141,28 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
     selected = workspace.select(tasks)
     for warning in workspace.warnings:
         click.echo(f"warning: {warning}", err=True)
-    results, usage = run_eval(workspace, selected, split, use_cache=not no_cache,
-                              progress=terminal_progress())
+    if update_baseline:
+        from . import baseline
+
+        if split != "val":
+            raise InputError("--split", "--update-baseline always scores val and test",
+                             hint="drop --split")
+        baseline.load(workspace.root)  # a malformed lock stops here, before anything is paid for
+        val, test, usage = baseline.score_for_baseline(workspace, selected, use_cache=not no_cache,
+                                                       progress=terminal_progress())
+        results = val + test
+    else:
+        results, usage = run_eval(workspace, selected, split, use_cache=not no_cache,
+                                  progress=terminal_progress())
     if as_json:
         click.echo(json.dumps({"tasks": [r.to_dict() for r in results], "usage": usage.to_dict()}, indent=2,
                               ensure_ascii=False))
     else:
         click.echo(format_results(results, usage))
+    if update_baseline:
+        path = baseline.update_from_eval(workspace, val, test)
+        click.echo(f"baseline: recorded {', '.join(t.name for t in selected)} in {workspace.relative(path)}",
+                   err=True)
 
 
 @main.command()
@@ -183,6 +210,62 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, st
 
 
 @main.command()
+@click.argument("tasks", nargs=-1)
+@click.option("--budget", type=click.IntRange(min=1), help="Max metric calls per task (overrides gepa.yaml).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
+@click.option("--branch", help="PR branch (default gepa-tune/<tasks>).")
+@click.option("--base", help="Branch the PR targets (default: the branch the workflow runs on).")
+@click.option("--label", "labels", multiple=True, help="Label for the PR; repeat, or separate with commas.")
+@click.option("--draft", is_flag=True, help="Open the PR as a draft.")
+@click.option("--min-improvement", default="ci", show_default=True,
+              help="Gain needed to propose: a number X (the test delta's 95%% CI lower bound must exceed X; "
+                   "'ci' is X=0), 'mean:X' (the mean test delta must exceed X) or 'any'.")
+@click.option("--commit-message", help="Subject line of the commit (details and run id are added).")
+@click.option("--title", help="PR title (default names the tasks and their test deltas).")
+@click.option("--base-url", help="OpenAI-compatible endpoint (overrides gepa.yaml).")
+@click.option("--task-model", help="Task model (overrides gepa.yaml).")
+@click.option("--reflection-model", help="Reflection model (overrides gepa.yaml).")
+@click.option("--dry-run", is_flag=True, help="Tune and write the PR body into the run folder; no push, no PR.")
+@click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
+@click.pass_obj
+@friendly_errors
+def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, branch: str | None,
+           base: str | None, labels: tuple[str, ...], draft: bool, min_improvement: str,
+           commit_message: str | None, title: str | None, base_url: str | None, task_model: str | None,
+           reflection_model: str | None, dry_run: bool, no_cache: bool) -> None:
+    """Tune, and open or update a pull request when the test gain clears --min-improvement.
+
+    \b
+    What the GitHub Action runs; works by hand in a clone too (it never touches the checkout):
+    GITHUB_REPOSITORY=owner/name and GITHUB_TOKEN say where the PR goes; --dry-run needs neither.
+    Outputs go to $GITHUB_OUTPUT and a summary to $GITHUB_STEP_SUMMARY when those are set.
+    """
+    from .action import ActionOptions, Threshold, run_action
+    from .tune import TuneOptions, progress_printer, raise_for, run_tune
+    from .workspace import find_config
+
+    names = tuple(n for part in tasks for n in part.replace(",", " ").split())
+    options = ActionOptions(
+        tasks=names, budget=budget, seed=seed, branch=branch or None, base=base or None,
+        labels=tuple(lb.strip() for part in labels for lb in part.split(",") if lb.strip()), draft=draft,
+        threshold=Threshold.parse(min_improvement), commit_message=commit_message or None, title=title or None,
+        base_url=base_url or None, task_model=task_model or None, reflection_model=reflection_model or None,
+        dry_run=dry_run, use_cache=not no_cache)
+
+    def tune_tasks(workspace: Any, selected: list[Any]) -> Any:
+        for warning in workspace.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        result = run_tune(workspace, selected, TuneOptions(seed=seed, budget=budget), use_cache=not no_cache,
+                          progress=progress_printer())
+        _show_report(workspace, result.report, result.run.path, as_json=False, write=False)
+        return result
+
+    config_dir = find_config(obj.directory, obj.config).parent
+    result = run_action(obj.load, config_dir, options, lambda m: click.echo(m, err=True), tune_tasks)
+    raise_for(result.tune_result)
+
+
+@main.command()
 @click.argument("run_id", required=False, default="latest")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the Markdown report.")
 @click.option("--write", is_flag=True, help="Write the run's best templates into the workspace.")
@@ -202,6 +285,77 @@ def report(obj: Context, run_id: str, as_json: bool, write: bool) -> None:
         click.echo((run.path / "report.md").read_text(encoding="utf-8"))
     if write:
         _write_best(workspace, data)
+
+
+@main.group()
+def hook() -> None:
+    """pre-commit hooks: `hook check` on commit (offline), `hook eval` on push (the regression gate).
+
+    \b
+    pre-commit passes the changed files; a hook returns at once when none of them feeds a task
+    (gepa.yaml, gepa.lock, a task's templates, eval set or Python metric file). Without FILES
+    every task is checked. Hook definitions: .pre-commit-hooks.yaml (ids gepa-check, gepa-eval).
+    """
+
+
+_HOOK_CONFIG_HELP = "The workspace's gepa.yaml, when it is not at the repository root (put it in the hook's args)."
+
+
+@hook.command("check")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help=_HOOK_CONFIG_HELP)
+@click.pass_context
+@friendly_errors
+def hook_check(ctx: click.Context, files: tuple[Path, ...], config: Path | None) -> None:
+    """`gepa-tune check` for the tasks FILES feed; offline and fast (no model client is loaded)."""
+    from .hooks import affected_tasks
+    from .workspace import find_config
+
+    obj: Context = ctx.obj
+    config_file = find_config(obj.directory, config or obj.config)
+    affected = affected_tasks(config_file, files, obj.directory)  # paths as given, relative to -C DIR
+    if files and not affected:
+        return
+    ctx.obj = Context(obj.directory, config_file)
+    ctx.invoke(check, tasks=() if not files or affected.shared else tuple(affected.tasks))
+
+
+@hook.command("eval")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--tolerance", type=click.FloatRange(0, 1),
+              help="How far a task's val score may drop below its baseline [default: gate.tolerance in gepa.yaml, "
+                   "else 0].")
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 2) instead of warning and passing when no model is configured or a task has no "
+                   "baseline.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help=_HOOK_CONFIG_HELP)
+@click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
+@click.pass_obj
+@friendly_errors
+def hook_eval(obj: Context, files: tuple[Path, ...], tolerance: float | None, strict: bool, config: Path | None,
+              no_cache: bool) -> None:
+    """Regression gate: re-score val of tasks that changed since gepa.lock; exit 1 on a drop.
+
+    \b
+    Per task: baseline -> now, delta, tolerance, PASS/FAIL, and each instance that got worse.
+    Without a model (no API key, no base_url / OPENAI_BASE_URL) or without a baseline it warns
+    and passes, unless --strict.
+    """
+    from . import baseline
+    from .hooks import affected_tasks, resolve_tolerance, run_gate
+    from .workspace import find_config, load_workspace
+
+    config_file = find_config(obj.directory, config or obj.config)
+    affected = affected_tasks(config_file, files, obj.directory)  # paths as given, relative to -C DIR
+    if files and not affected:
+        return
+    workspace = load_workspace(config_file)
+    selected = workspace.select(() if not files or affected.shared else tuple(affected.tasks))
+    code = run_gate(workspace, selected, baseline.load(workspace.root),
+                    tolerance=resolve_tolerance(workspace, tolerance), strict=strict, use_cache=not no_cache,
+                    out=click.echo, err=lambda line: click.echo(line, err=True))
+    if code:
+        sys.exit(code)
 
 
 def _write_best(workspace: Any, data: dict[str, Any]) -> None:

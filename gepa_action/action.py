@@ -1,0 +1,404 @@
+"""`gepa-tune action`: tune, judge the gain on held-out data, and open or update one pull request.
+
+The flow, and the rules a reviewer can rely on:
+
+1. Tune the chosen tasks (the same run as `gepa-tune tune`, in `.gepa/runs/<id>/`).
+2. A task's evolved templates are *applied* only when its test-split gain clears the threshold
+   (default: the 95% CI lower bound of the test delta is above 0). Test never took part in selection.
+3. Applied: one commit on top of the base branch's current tip (built without touching the checkout)
+   holding the templates and the updated `gepa.lock`, pushed to the PR branch; then the open PR from
+   that branch is updated, or one is created. Never two PRs for one branch.
+4. Nothing applied: no PR. An open PR from the branch that gepa-tune made and nobody touched is closed
+   with a comment that says why.
+5. A branch with a commit gepa-tune did not make belongs to a human now: nothing is pushed over it; the
+   open PR gets a comment instead.
+6. If the base branch changed a tuned file (template, eval set, gepa.yaml) while the run went on, the
+   result is stale and nothing is pushed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .gitops import TRAILER, Git, Identity
+from .pr_body import MARKER, render_job_summary, render_pr_body
+from .workspace import Task, Workspace
+
+PR_BODY_LIMIT = 65_536
+FULL_REPORT_PATH = ".gepa-tune/report.md"
+
+
+# -- the threshold -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """When a gain is real enough to propose: `ci` + bound (the CI's lower end must exceed it) or `mean`
+    + bound (the plain test delta must exceed it; for eval sets too small for a useful CI)."""
+
+    kind: str = "ci"
+    bound: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> Threshold:
+        value = (text or "").strip().lower()
+        if value in ("", "ci"):
+            return cls()
+        if value == "any":
+            return cls("mean", 0.0)
+        match = re.fullmatch(r"(ci|mean)?\s*[:>=]*\s*([-+]?\d*\.?\d+)", value)
+        if not match:
+            raise InputError(None, f"cannot read '{text}'", key="min-improvement",
+                             hint="use a number (the test delta's 95% CI lower bound must exceed it), "
+                                  "'mean:0.05' (the mean test delta must exceed it), 'any' or 'ci'")
+        return cls(match.group(1) or "ci", float(match.group(2)))
+
+    def describe(self) -> str:
+        what = "test delta 95% CI lower bound" if self.kind == "ci" else "mean test delta"
+        return f"{what} > {self.bound:+g}"
+
+    def verdict(self, task: Mapping[str, Any]) -> tuple[bool, str]:
+        """Whether this task's evolved templates go into the PR, and why (shown to the reviewer)."""
+        if not str(task.get("status", "")).startswith("finished"):
+            return False, f"the run did not finish ({task.get('status')})"
+        if not (task.get("best") or {}).get("changed_modules"):
+            return False, "the seed templates stayed best"
+        test = (task.get("scores") or {}).get("test")
+        if not test:
+            return False, "no test split to measure the gain on"
+        value = test["ci95"]["low"] if self.kind == "ci" else test["delta"]
+        shown = f"{'CI lower bound' if self.kind == 'ci' else 'test delta'} {value:+.3f}"
+        if value > self.bound:
+            return True, f"{shown} clears {self.describe()}"
+        return False, f"{shown} does not clear {self.describe()}"
+
+
+# -- options and result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionOptions:
+    tasks: tuple[str, ...] = ()
+    budget: int | None = None
+    seed: int = 0
+    branch: str | None = None
+    base: str | None = None
+    labels: tuple[str, ...] = ()
+    draft: bool = False
+    threshold: Threshold = field(default_factory=Threshold)
+    commit_message: str | None = None
+    title: str | None = None
+    base_url: str | None = None
+    task_model: str | None = None
+    reflection_model: str | None = None
+    dry_run: bool = False
+    use_cache: bool = True
+
+
+@dataclass
+class ActionResult:
+    operation: str  # created / updated / closed / none
+    improved: bool
+    report_path: str
+    pr_number: int | None = None
+    pr_url: str | None = None
+    messages: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    tune_result: Any = None  # the TuneResult: its report, run folder and per-task outcomes
+
+    def outputs(self) -> dict[str, str]:
+        return {"pull-request-number": str(self.pr_number or ""), "pull-request-url": self.pr_url or "",
+                "operation": self.operation, "improved": "true" if self.improved else "false",
+                "report-path": self.report_path}
+
+
+def default_branch(tasks: list[Task]) -> str:
+    names = "-".join(sorted(t.name for t in tasks))
+    return "gepa-tune/" + re.sub(r"[^A-Za-z0-9._-]+", "-", names).strip("-.")[:80]
+
+
+def apply_overrides(workspace: Workspace, options: ActionOptions) -> Workspace:
+    """The Action's model inputs win over gepa.yaml (a task with its own model keeps it)."""
+    lm = workspace.lm
+    changes = {k: v for k, v in (("base_url", options.base_url), ("task_model", options.task_model),
+                                 ("reflection_model", options.reflection_model)) if v}
+    if not changes:
+        return workspace
+    new_lm = dataclasses.replace(lm, **changes)
+    tasks = [dataclasses.replace(t, model=new_lm.task_model) if t.model == lm.task_model else t
+             for t in workspace.tasks]
+    return dataclasses.replace(workspace, lm=new_lm, tasks=tasks)
+
+
+# -- the flow -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GitHubContext:
+    """Where the PR goes; from the Actions environment, or given by hand."""
+
+    repository: str | None
+    token: str | None
+    api_url: str
+    server_url: str
+    run_url: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GitHubContext:
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        repo = environ.get("GITHUB_REPOSITORY") or None
+        run_id = environ.get("GITHUB_RUN_ID")
+        return cls(repository=repo, token=environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN") or None,
+                   api_url=environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+                   server_url=server,
+                   run_url=f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None)
+
+
+def tuned_paths(workspace: Workspace, tasks: list[Task]) -> list[Path]:
+    """Every file a result depends on: if the base branch changes one of them, the result is stale."""
+    paths = {workspace.config_file}
+    for task in tasks:
+        paths.update(workspace.root / m for m in task.modules)
+        paths.add(workspace.root / task.eval_set.file)
+        metric_file = getattr(task.metric, "path", None)
+        if metric_file:
+            paths.add(Path(metric_file) if Path(metric_file).is_absolute() else workspace.root / metric_file)
+    return sorted(paths)
+
+
+class ActionFlow:
+    """One `gepa-tune action` run; each step is a method so the rules above read in order."""
+
+    def __init__(self, workspace: Workspace, options: ActionOptions, github: GitHubContext,
+                 environ: Mapping[str, str], log: Callable[[str], None]) -> None:
+        self.workspace = workspace
+        self.options = options
+        self.github = github
+        self.environ = environ
+        self.log = log
+        self.git = Git(workspace.root)
+        self.identity = Identity.from_env(environ)
+
+    def run(self, tune: Callable[[Workspace, list[Task]], Any]) -> ActionResult:
+        tasks = self.workspace.select(self.options.tasks)
+        branch = self.options.branch or default_branch(tasks)
+        base = self.options.base or self._default_base()
+        snapshot = {self.git.path_in_repo(p): p.read_text(encoding="utf-8") for p in tuned_paths(self.workspace, tasks)
+                    if p.exists()}
+        if not self.options.dry_run:
+            self._pull_requests()  # fail on a missing token or repository before paying for a run
+
+        result = tune(self.workspace, tasks)
+        report, run_path = result.report, Path(result.run.path)
+        report_rel = self.workspace.relative(run_path / "report.md")
+        verdicts = {t["task"]: self.options.threshold.verdict(t) for t in report["tasks"]}
+        applied = [name for name, (ok, _) in verdicts.items() if ok]
+        for name, (ok, why) in verdicts.items():
+            self.log(f"{name}: {'apply' if ok else 'keep the seed'}: {why}")
+        outcome = ActionResult("none", bool(applied), report_rel, applied=applied, tune_result=result)
+        full_link = f"{self.github.server_url}/{self.github.repository}/blob/{branch}/{FULL_REPORT_PATH}"
+        body = render_pr_body(report, applied=applied, threshold=self.options.threshold.describe(),
+                              run_url=self.github.run_url, full_report=full_link, limit=PR_BODY_LIMIT)
+        (run_path / "pr-body.md").write_text(body.text, encoding="utf-8")
+        if self.options.dry_run:
+            outcome.messages.append(f"dry run: the PR body is in {self.workspace.relative(run_path / 'pr-body.md')}")
+            return outcome
+        if applied:
+            self._propose(report, applied, branch, base, body, snapshot, run_path, outcome)
+        else:
+            self._withdraw(report, branch, base, verdicts, outcome)
+        return outcome
+
+    # -- steps --
+
+    def _default_base(self) -> str:
+        return (self.environ.get("GITHUB_BASE_REF") or self.environ.get("GITHUB_REF_NAME")
+                or self.git.current_branch() or "main")
+
+    def _pull_requests(self) -> Any:
+        from .github import PullRequests
+
+        if not self.github.repository:
+            raise InputError(None, "no repository to open the pull request in", key="repository",
+                             hint="set GITHUB_REPOSITORY=owner/name (Actions sets it) or use --dry-run")
+        if not self.github.token:
+            raise InputError(None, "no GitHub token", key="github-token",
+                             hint="set GITHUB_TOKEN (the action passes the workflow token) or use --dry-run")
+        if not hasattr(self, "_prs"):
+            self._prs = PullRequests(self.github.repository, self.github.token, api_url=self.github.api_url)
+        return self._prs
+
+    def _ownership(self, branch: str, base_tip: str) -> tuple[str | None, list[str]]:
+        """The remote branch's tip and the commits on it that gepa-tune did not make."""
+        remote = self.git.remote_sha(branch)
+        if remote is None:
+            return None, []
+        self.git.fetch(branch)
+        foreign = [f"{c.sha[:7]} by {c.author_name}" for c in self.git.commits(base_tip, remote)
+                   if not c.made_by(self.identity)]
+        return remote, foreign
+
+    def _propose(self, report: dict[str, Any], applied: list[str], branch: str, base: str, body: Any,
+                 snapshot: dict[str, str], run_path: Path, outcome: ActionResult) -> None:
+        prs = self._pull_requests()
+        base_tip = self.git.fetch(base)
+        stale = [p for p, text in snapshot.items() if self.git.show(base_tip, p) != text]
+        pr = prs.find_open(branch, base)
+        if stale:
+            message = (f"{MARKER}\ngepa-tune did not update this branch: `{base}` changed "
+                       f"{', '.join(f'`{p}`' for p in stale[:5])} since the tuned files were read, so the "
+                       f"result is stale. The next run tunes the new version.")
+            self._tell(pr, message, outcome, f"not pushed: {base} changed {', '.join(stale[:5])} during the run "
+                                              "(or the checkout had uncommitted changes); re-run on the new base")
+            return
+        remote, foreign = self._ownership(branch, base_tip)
+        if foreign:
+            message = (f"{MARKER}\ngepa-tune found a better prompt (run `{report['run_id']}`) but did not push: "
+                       f"branch `{branch}` has commits it did not make ({', '.join(foreign[:5])}). Merge or "
+                       f"close this pull request, or delete the branch, and the next run will propose again.")
+            self._tell(pr, message, outcome, f"not pushed: branch {branch} has commits gepa-tune did not make: "
+                                              f"{', '.join(foreign[:5])}")
+            return
+        files = self._files(report, applied, base_tip, body, run_path)
+        sha = self.git.commit_files(base_tip, files, self._commit_message(report, applied), self.identity)
+        self.git.push(sha, branch, replace=remote)
+        title = self.options.title or self._title(report, applied)
+        if pr is not None:
+            info = prs.update(pr.number, title=title, body=body.text, labels=list(self.options.labels))
+            outcome.operation = "updated"
+        else:
+            info, outcome.operation = prs.create(branch=branch, base=base, title=title, body=body.text,
+                                                 draft=self.options.draft, labels=list(self.options.labels))
+        outcome.pr_number, outcome.pr_url = info.number, info.url
+        outcome.messages.append(f"pull request #{info.number} {outcome.operation}: {info.url}")
+
+    def _withdraw(self, report: dict[str, Any], branch: str, base: str,
+                  verdicts: dict[str, tuple[bool, str]], outcome: ActionResult) -> None:
+        prs = self._pull_requests()
+        pr = prs.find_open(branch, base)
+        if pr is None:
+            outcome.messages.append("no gain cleared the threshold: no pull request")
+            return
+        if MARKER not in (pr.body or ""):
+            outcome.messages.append(f"no gain; pull request #{pr.number} was not made by gepa-tune: left open")
+            return
+        _, foreign = self._ownership(branch, self.git.fetch(base))
+        if foreign:
+            outcome.messages.append(f"no gain; pull request #{pr.number} has commits by others: left open")
+            return
+        reasons = "\n".join(f"- `{name}`: {why}" for name, (_, why) in verdicts.items())
+        comment = (f"{MARKER}\nClosing: run `{report['run_id']}` found no gain that clears the threshold "
+                   f"({self.options.threshold.describe()}), so this proposal no longer stands.\n\n{reasons}\n\n"
+                   "gepa-tune opens a new pull request when a later run finds one.")
+        info = prs.close(pr.number, comment)
+        outcome.operation, outcome.pr_number, outcome.pr_url = "closed", info.number, info.url
+        outcome.messages.append(f"pull request #{info.number} closed: no gain cleared the threshold")
+
+    def _tell(self, pr: Any, comment: str, outcome: ActionResult, message: str) -> None:
+        if pr is not None:
+            self._pull_requests().comment(pr.number, comment)
+            outcome.pr_number, outcome.pr_url = pr.number, pr.url
+        outcome.messages.append(message)
+
+    def _files(self, report: dict[str, Any], applied: list[str], base_tip: str, body: Any,
+               run_path: Path) -> dict[str, str]:
+        """Repo path -> text for the commit: evolved templates, gepa.lock, and the full report if cut."""
+        files: dict[str, str] = {}
+        for task in report["tasks"]:
+            if task["task"] not in applied:
+                continue
+            for module in task["best"]["changed_modules"]:
+                text = task["best"]["templates"][module]
+                path = self.git.path_in_repo(self.workspace.root / module)
+                files[path] = text if text.endswith("\n") else text + "\n"
+        lock_path, lock_text = self._lock_text(report, applied, base_tip)
+        files[lock_path] = lock_text
+        if body.truncated:
+            files[FULL_REPORT_PATH] = (run_path / "report.md").read_text(encoding="utf-8")
+        return files
+
+    def _lock_text(self, report: dict[str, Any], applied: list[str], base_tip: str) -> tuple[str, str]:
+        """gepa.lock as on the base branch, with the applied tasks' entries replaced by the evolved scores,
+        so the pre-commit gate compares later edits against what this PR brings in."""
+        from . import baseline
+
+        path = self.git.path_in_repo(baseline.lock_path(self.workspace.root))
+        on_base = self.git.show(base_tip, path)
+        current = baseline.parse(on_base) if on_base is not None else baseline.Baseline()
+        tasks = {t.name: t for t in self.workspace.tasks}
+        entries = {t["task"]: baseline.entry_from_report(tasks[t["task"]], t, run_id=report["run_id"])
+                   for t in report["tasks"] if t["task"] in applied}
+        return path, baseline.dumps(current.merged(entries))
+
+    def _commit_message(self, report: dict[str, Any], applied: list[str]) -> str:
+        lines = []
+        for task in report["tasks"]:
+            if task["task"] in applied:
+                test, es = task["scores"]["test"], task["eval_set"]
+                lines.append(f"- {task['task']}: test {test['seed']:.3f} -> {test['best']:.3f} on "
+                             f"{es['name']}@{es['version']} ({', '.join(task['best']['changed_modules'])})")
+        subject = self.options.commit_message or f"gepa-tune: evolve prompts of {', '.join(applied)}"
+        return (f"{subject}\n\n" + "\n".join(lines) + f"\n\nThreshold: {self.options.threshold.describe()}\n\n"
+                f"{TRAILER}: {report['run_id']}\n")
+
+    def _title(self, report: dict[str, Any], applied: list[str]) -> str:
+        parts = []
+        for task in report["tasks"]:
+            if task["task"] in applied:
+                parts.append(f"{task['task']} {task['scores']['test']['delta']:+.2f}")
+        return f"gepa-tune: evolved prompts ({', '.join(parts)} on test)"
+
+
+def load_for_action(load: Callable[[], Workspace], options: ActionOptions, environ: dict[str, str]) -> Workspace:
+    """Load the workspace and put the Action's API key where the config expects it."""
+    workspace = apply_overrides(load(), options)
+    key = environ.get("GEPA_TUNE_API_KEY")
+    if key and not environ.get(workspace.lm.api_key_env):
+        os.environ[workspace.lm.api_key_env] = key
+    return workspace
+
+
+def _annotation_root(config_dir: Path) -> Path | None:
+    """The workspace folder relative to the repository, so annotations point at the right file."""
+    try:
+        return Path(os.path.relpath(config_dir.resolve(), Git(config_dir).root.resolve()))
+    except Exception:  # noqa: BLE001 - no git here: annotate with the path as the error names it
+        return None
+
+
+def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionOptions,
+               log: Callable[[str], None], tune: Callable[[Workspace, list[Task]], Any]) -> ActionResult:
+    """The whole `gepa-tune action`, including the runner side channels (masks, annotations, outputs,
+    job summary). `tune` runs the tasks and returns a TuneResult (the CLI passes `run_tune`)."""
+    from .gha import Runner
+
+    environ = dict(os.environ)
+    runner = Runner(environ)
+    for secret in (environ.get("GEPA_TUNE_API_KEY"), environ.get("GITHUB_TOKEN"), environ.get("GH_TOKEN")):
+        runner.mask(secret)
+    try:
+        workspace = load_for_action(load, options, environ)
+        runner.mask(os.environ.get(workspace.lm.api_key_env))
+        flow = ActionFlow(workspace, options, GitHubContext.from_env(environ), environ, log)
+        result = flow.run(tune)
+    except InputError as error:
+        runner.annotate(error, _annotation_root(config_dir))
+        runner.set_outputs({"operation": "none", "improved": "false", "pull-request-number": "",
+                            "pull-request-url": "", "report-path": ""})
+        raise
+    runner.set_outputs(result.outputs())
+    runner.add_summary(render_job_summary(result.tune_result.report, applied=result.applied,
+                                          threshold=options.threshold.describe(), operation=result.operation,
+                                          pr_url=result.pr_url))
+    for message in result.messages:
+        log(message)
+        if message.startswith("not pushed"):
+            runner.warning(message)
+    return result
