@@ -62,7 +62,7 @@ class Threshold:
 
     def describe(self) -> str:
         what = "test delta 95% CI lower bound" if self.kind == "ci" else "mean test delta"
-        return f"{what} > {self.bound:+g}"
+        return f"{what} > {self.bound:g}"
 
     def verdict(self, task: Mapping[str, Any]) -> tuple[bool, str]:
         """Whether this task's evolved templates go into the PR, and why (shown to the reviewer)."""
