@@ -167,9 +167,9 @@ def tuned_paths(workspace: Workspace, tasks: list[Task]) -> list[Path]:
     for task in tasks:
         paths.update(workspace.root / m for m in task.modules)
         paths.add(workspace.root / task.eval_set.file)
-        metric_file = getattr(task.metric, "path", None)
+        metric_file = getattr(task.metric, "file", None)  # a Python metric's source (resolved)
         if metric_file:
-            paths.add(Path(metric_file) if Path(metric_file).is_absolute() else workspace.root / metric_file)
+            paths.add(Path(metric_file))
     return sorted(paths)
 
 
@@ -190,8 +190,8 @@ class ActionFlow:
         tasks = self.workspace.select(self.options.tasks)
         branch = self.options.branch or default_branch(tasks)
         base = self.options.base or self._default_base()
-        snapshot = {self.git.path_in_repo(p): p.read_text(encoding="utf-8") for p in tuned_paths(self.workspace, tasks)
-                    if p.exists()}
+        snapshot = {path: p.read_text(encoding="utf-8") for p in tuned_paths(self.workspace, tasks)
+                    if p.exists() and not (path := self.git.path_in_repo(p)).startswith("../")}
         if not self.options.dry_run:
             self._pull_requests()  # fail on a missing token or repository before paying for a run
 
