@@ -85,9 +85,9 @@ class Threshold:
 
 @dataclass(frozen=True)
 class ActionOptions:
+    """What to propose and where; how to tune (budget, seed, cache) is the `tune` callable's business."""
+
     tasks: tuple[str, ...] = ()
-    budget: int | None = None
-    seed: int = 0
     branch: str | None = None
     base: str | None = None
     labels: tuple[str, ...] = ()
@@ -99,7 +99,6 @@ class ActionOptions:
     task_model: str | None = None
     reflection_model: str | None = None
     dry_run: bool = False
-    use_cache: bool = True
 
 
 @dataclass

@@ -403,25 +403,19 @@ def score_for_baseline(workspace: Workspace, tasks: list[Task], *, use_cache: bo
     """Score val and test of `tasks` through one client (one usage total); returns (val, test, usage)."""
     import asyncio
 
-    from .evaluate import evaluate_tasks, open_client
+    from .evaluate import evaluate_tasks, with_client
 
     def labelled(split: str) -> Callable[[str, int, int], None] | None:
         if progress is None:
             return None
         return lambda name, done, total: progress(f"{name} {split}", done, total)
 
-    async def main() -> tuple[list[TaskResult], list[TaskResult], Usage]:
-        lm = open_client(workspace, use_cache=use_cache)
-        try:
-            val, test = await asyncio.gather(evaluate_tasks(tasks, "val", lm, labelled("val")),
-                                             evaluate_tasks(tasks, "test", lm, labelled("test")))
-        finally:
-            await lm.aclose()
-            if lm.cache is not None:
-                lm.cache.close()
+    async def work(lm: Any) -> tuple[list[TaskResult], list[TaskResult], Usage]:
+        val, test = await asyncio.gather(evaluate_tasks(tasks, "val", lm, labelled("val")),
+                                         evaluate_tasks(tasks, "test", lm, labelled("test")))
         return val, test, lm.usage
 
-    return asyncio.run(main())
+    return with_client(workspace, work, use_cache=use_cache)
 
 
 def update_from_eval(workspace: Workspace, val: list[TaskResult], test: list[TaskResult]) -> Path:

@@ -45,10 +45,15 @@ class Context:
         self.directory = directory
         self.config = config
 
-    def load(self, errors: list[InputError] | None = None):  # noqa: ANN201 - returns a Workspace
+    def load(self, errors: list[InputError] | None = None, *, local: bool = False):  # noqa: ANN201 - a Workspace
         from .workspace import find_config, load_workspace
 
-        return load_workspace(find_config(self.directory, self.config), errors)
+        workspace = load_workspace(find_config(self.directory, self.config), errors)
+        if local:  # --local: as if gepa.yaml said lm.provider: local
+            from .local_model import localize
+
+            workspace = localize(workspace)
+        return workspace
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,14 +135,16 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
 @click.option("--update-baseline", is_flag=True,
               help="Score val and test and record the scores and hashes in gepa.lock (other tasks' records kept).")
+@click.option("--local", is_flag=True,
+              help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
 @click.pass_obj
 @friendly_errors
 def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
-                 update_baseline: bool) -> None:
+                 update_baseline: bool, local: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
     from .evaluate import format_results, run_eval, terminal_progress
 
-    workspace = obj.load()
+    workspace = obj.load(local=local)
     selected = workspace.select(tasks)
     for warning in workspace.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -168,6 +175,8 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @main.command()
 @click.argument("tasks", nargs=-1)
 @click.option("--budget", type=click.IntRange(min=1), help="Max metric calls per task (overrides gepa.yaml).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Wall-time limit of the search per task (overrides gepa.yaml); test scoring comes on top.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
 @click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
               help="Parent selection: the per-instance Pareto front, or always the best (for comparison).")
@@ -181,10 +190,13 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--write", is_flag=True, help="Write the best templates into the workspace when the run ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report (report.json) instead of text.")
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
+@click.option("--local", is_flag=True,
+              help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
 @click.pass_obj
 @friendly_errors
-def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, strategy: str, minibatch: int,
-         parallel: int, max_merges: int, resume: str | None, write: bool, as_json: bool, no_cache: bool) -> None:
+def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: float | None, seed: int,
+         strategy: str, minibatch: int, parallel: int, max_merges: int, resume: str | None, write: bool,
+         as_json: bool, no_cache: bool, local: bool) -> None:
     """Evolve the prompts with GEPA within the budget; score seed and best on the held-out test split.
 
     \b
@@ -194,15 +206,15 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, st
     """
     from .tune import TuneOptions, progress_printer, raise_for, run_tune
 
-    workspace = obj.load()
-    if resume and (tasks or budget is not None):
+    workspace = obj.load(local=local)
+    if resume and (tasks or budget is not None or max_minutes is not None):
         raise InputError("--resume", "a resumed run keeps its tasks and budget",
-                         hint="drop the task names and --budget, or start a new run")
+                         hint="drop the task names, --budget and --max-minutes, or start a new run")
     selected = workspace.select(tasks)
     for warning in workspace.warnings:
         click.echo(f"warning: {warning}", err=True)
-    options = TuneOptions(seed=seed, budget=budget, strategy=strategy, minibatch=minibatch, parallel=parallel,
-                          max_merges=max_merges)
+    options = TuneOptions(seed=seed, budget=budget, max_minutes=max_minutes, strategy=strategy, minibatch=minibatch,
+                          parallel=parallel, max_merges=max_merges)
     result = run_tune(workspace, selected, options, resume=resume, use_cache=not no_cache,
                       progress=None if as_json else progress_printer())
     _show_report(workspace, result.report, result.run.path, as_json=as_json, write=write)
@@ -246,11 +258,11 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
 
     names = tuple(n for part in tasks for n in part.replace(",", " ").split())
     options = ActionOptions(
-        tasks=names, budget=budget, seed=seed, branch=branch or None, base=base or None,
+        tasks=names, branch=branch or None, base=base or None,
         labels=tuple(lb.strip() for part in labels for lb in part.split(",") if lb.strip()), draft=draft,
         threshold=Threshold.parse(min_improvement), commit_message=commit_message or None, title=title or None,
         base_url=base_url or None, task_model=task_model or None, reflection_model=reflection_model or None,
-        dry_run=dry_run, use_cache=not no_cache)
+        dry_run=dry_run)
 
     def tune_tasks(workspace: Any, selected: list[Any]) -> Any:
         for warning in workspace.warnings:

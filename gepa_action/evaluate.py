@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .cache import ResponseCache
-from .lm import LMClient, Usage, resolve_endpoint
+from .errors import RunError
+from .lm import LMClient, Route, Usage, resolve_endpoint
+from .local_model import local_routes
 from .task import TaskRunner, Trace, mean
 from .workspace import Task, Workspace
 
 CACHE_FILE = Path(".gepa") / "cache.sqlite3"
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,11 +49,21 @@ class TaskResult:
 
 
 def open_client(workspace: Workspace, *, use_cache: bool = True,
-                environ: dict[str, str] | None = None) -> LMClient:
-    """The LM client for a workspace: endpoint from config or environment, cache under `.gepa/`."""
-    base_url, api_key = resolve_endpoint(workspace.lm, os.environ if environ is None else environ)
+                environ: dict[str, str] | None = None, routes: Mapping[str, Route] | None = None) -> LMClient:
+    """The LM client for a workspace: endpoint from config or environment, cache under `.gepa/`.
+
+    With `lm.provider: local`, `routes` are the local servers' (from `local_model.local_routes`, which
+    must be running around the client's use); no key and no other endpoint are involved.
+    """
     cache = ResponseCache(workspace.root / CACHE_FILE) if use_cache else None
-    return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache)
+    if workspace.lm.provider == "local":
+        if not routes:
+            raise RunError("lm.provider local: the local model servers are not running "
+                           "(open the client inside local_model.local_routes)")
+        first = next(iter(routes.values())).base_url
+        return LMClient(workspace.lm, api_key=None, base_url=first, cache=cache, routes=routes)
+    base_url, api_key = resolve_endpoint(workspace.lm, os.environ if environ is None else environ)
+    return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache, routes=routes)
 
 
 async def evaluate_tasks(tasks: list[Task], split: str, lm: LMClient,
@@ -71,21 +84,31 @@ async def evaluate_tasks(tasks: list[Task], split: str, lm: LMClient,
     return list(await asyncio.gather(*(one(task) for task in tasks)))
 
 
-def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: bool = True,
-             progress: Callable[[str, int, int], None] | None = None) -> tuple[list[TaskResult], Usage]:
-    """Synchronous entry point: results plus what the run spent."""
+def with_client(workspace: Workspace, work: Callable[[LMClient], Awaitable[T]], *, use_cache: bool = True) -> T:
+    """Run `work` with the workspace's client in a fresh event loop, and close everything after. With
+    `lm.provider: local` the local servers live exactly as long (stopped on Ctrl-C too)."""
 
-    async def main() -> tuple[list[TaskResult], Usage]:
-        lm = open_client(workspace, use_cache=use_cache)
+    async def main(routes: Mapping[str, Route] | None) -> T:
+        lm = open_client(workspace, use_cache=use_cache, routes=routes)
         try:
-            results = await evaluate_tasks(tasks, split, lm, progress)
+            return await work(lm)
         finally:
             await lm.aclose()
             if lm.cache is not None:
                 lm.cache.close()
-        return results, lm.usage
 
-    return asyncio.run(main())
+    with local_routes(workspace, reflection=False) as routes:
+        return asyncio.run(main(routes))
+
+
+def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: bool = True,
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[list[TaskResult], Usage]:
+    """Synchronous entry point: results plus what the run spent."""
+
+    async def work(lm: LMClient) -> tuple[list[TaskResult], Usage]:
+        return await evaluate_tasks(tasks, split, lm, progress), lm.usage
+
+    return with_client(workspace, work, use_cache=use_cache)
 
 
 def terminal_progress(stream: Any = None) -> Callable[[str, int, int], None] | None:

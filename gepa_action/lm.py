@@ -244,6 +244,11 @@ def missing_key_error(config: LMConfig) -> InputError:
 
 def check_credentials(config: LMConfig, environ: Mapping[str, str]) -> None:
     """Fail before anything starts (no run folder, no half-done work) when no key can be sent."""
+    if config.provider == "local":  # no key: the [local] extra and the joined model files instead
+        from .local_model import check_ready
+
+        check_ready(config, environ)
+        return
     base_url, api_key = resolve_endpoint(config, environ)
     if not api_key and not base_url:
         raise missing_key_error(config)
@@ -300,12 +305,25 @@ def _one_line(text: str, secret: str | None, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where one model is served when not at the client's base_url (e.g. a local server per model).
+
+    `cache_id` stands for the server in cache keys: a local server's port changes every run while its
+    weights do not, so the id names the weights (their sha256), and a re-run still hits the cache.
+    """
+
+    base_url: str
+    cache_id: str
+
+
 class LMClient:
     """Async chat completions with a bounded, adaptive concurrency, retries, a cache and usage counters.
 
     Use one client per run, as `async with LMClient(...) as lm:`. The cache belongs to the caller (it is
     not closed here); `cache=None` bypasses it (the CLI's --no-cache). `backoff_base`/`backoff_cap`
-    shape the exponential backoff between retries; tests shrink them.
+    shape the exponential backoff between retries; tests shrink them. `routes` sends the models it
+    names to their own servers (no key needed there) instead of `base_url`.
     """
 
     def __init__(
@@ -317,8 +335,10 @@ class LMClient:
         cache: ResponseCache | None,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
         self.config = config
+        self.routes: dict[str, Route] = dict(routes or {})
         self.cache = cache
         self.usage = Usage(config.prices)
         self.limiter = AdaptiveLimiter(config.concurrency)
@@ -332,6 +352,7 @@ class LMClient:
         self._openai: ModuleType | None = None
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._routed: dict[str, AsyncOpenAI] = {}  # SDK clients of routed servers, by base_url
         # One lock per in-flight cache key: identical concurrent requests wait for the first answer
         # (then hit the cache) instead of paying for it twice. Weak values: locks vanish when unused.
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -346,8 +367,10 @@ class LMClient:
     async def aclose(self) -> None:
         """Close the HTTP connections (if any were opened). The cache is the caller's to close."""
         client, self._client = self._client, None
-        if client is not None and self._client_loop is asyncio.get_running_loop():
-            await client.close()
+        routed, self._routed = list(self._routed.values()), {}
+        if self._client_loop is asyncio.get_running_loop():
+            for each in [c for c in (client, *routed) if c is not None]:
+                await each.close()
 
     async def complete(
         self,
@@ -369,8 +392,9 @@ class LMClient:
             data = await self._fetch(model, messages, temperature, max_tokens)
             return self._completion(data, model, cached=False)
 
+        route = self.routes.get(model)
         key = cache_key(
-            base_url=self.base_url,
+            base_url=route.cache_id if route else self.base_url,
             model=model,
             messages=messages,
             temperature=temperature,
@@ -402,12 +426,28 @@ class LMClient:
             model=model,
         )
 
-    def _sdk(self) -> tuple[ModuleType, AsyncOpenAI]:
-        """Import openai and build the SDK client on first need (per event loop: its pool is loop-bound)."""
+    def endpoint_for(self, model: str) -> str:
+        """The chat-completions URL that requests for `model` go to (for error messages)."""
+        route = self.routes.get(model)
+        return route.base_url.rstrip("/") + "/chat/completions" if route else self.endpoint
+
+    def _sdk(self, model: str | None = None) -> tuple[ModuleType, AsyncOpenAI]:
+        """Import openai and build the SDK client on first need (per event loop: its pool is loop-bound).
+
+        A routed model gets the client of its own server (a keyless local one), built on first need too.
+        """
         loop = asyncio.get_running_loop()
         if self._openai is None:
             self._openai = _import_openai()
-        if self._client is None or self._client_loop is not loop:
+        if self._client_loop is not loop:  # clients of another loop cannot be used (nor closed) here
+            self._client, self._routed, self._client_loop = None, {}, loop
+        route = self.routes.get(model) if model is not None else None
+        if route is not None:
+            if route.base_url not in self._routed:
+                self._routed[route.base_url] = self._openai.AsyncOpenAI(
+                    base_url=route.base_url, api_key=PLACEHOLDER_API_KEY, timeout=self.config.timeout, max_retries=0)
+            return self._openai, self._routed[route.base_url]
+        if self._client is None:
             api_key = self._api_key
             if not api_key:
                 if not self._has_explicit_url:
@@ -416,7 +456,6 @@ class LMClient:
             self._client = self._openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=api_key, timeout=self.config.timeout, max_retries=0
             )
-            self._client_loop = loop
         return self._openai, self._client
 
     async def _fetch(
@@ -424,7 +463,7 @@ class LMClient:
     ) -> dict[str, Any]:
         """One logical request: acquire a slot, call, release; on a retryable failure wait (slot-free)
         and try again, up to `config.max_retries` retries. Returns the cacheable answer."""
-        openai, client = self._sdk()
+        openai, client = self._sdk(model)
         attempts = 0
         while True:
             attempts += 1
@@ -469,9 +508,9 @@ class LMClient:
         except (TypeError, KeyError, IndexError, AttributeError, ValueError):
             shown = _one_line(str(reply), self._api_key, limit=120)
             raise LMError(
-                f"invalid reply (not a chat completion) from {self.endpoint} (model {model}): {shown}",
+                f"invalid reply (not a chat completion) from {self.endpoint_for(model)} (model {model}): {shown}",
                 status=200,
-                endpoint=self.endpoint,
+                endpoint=self.endpoint_for(model),
                 model=model,
                 attempts=1,
             ) from None
@@ -505,9 +544,9 @@ class LMClient:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         detail = _one_line(failure.detail, self._api_key)
         return LMError(
-            f"{failure.reason} from {self.endpoint} (model {model}){tries}: {detail}",
+            f"{failure.reason} from {self.endpoint_for(model)} (model {model}){tries}: {detail}",
             status=failure.status,
-            endpoint=self.endpoint,
+            endpoint=self.endpoint_for(model),
             model=model,
             attempts=attempts,
         )

@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from .engine.loop import Engine, EngineOptions
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
 from .evaluate import open_client
-from .lm import check_credentials
+from .lm import Route, check_credentials
+from .local_model import local_routes
 from .report import run_report, task_report
 from .report_md import render_report
 from .runs import RunDir, text_hash, utc_now, write_json
@@ -38,6 +39,7 @@ class TuneOptions:
 
     seed: int = 0
     budget: int | None = None  # overrides every task's budget.max_metric_calls
+    max_minutes: float | None = None  # overrides every task's budget.max_minutes
     strategy: str = "pareto"
     minibatch: int = 3
     parallel: int = 1
@@ -78,7 +80,8 @@ def fingerprint(task: Task) -> dict[str, Any]:
 def limits_for(task: Task, options: TuneOptions, run: RunDir) -> Limits:
     budget = task.budget
     calls = options.budget if options.budget is not None else budget.max_metric_calls
-    return Limits(calls, budget.max_cost_usd, budget.max_minutes, run.stop_file)
+    minutes = options.max_minutes if options.max_minutes is not None else budget.max_minutes
+    return Limits(calls, budget.max_cost_usd, minutes, run.stop_file)
 
 
 def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> RunDir:
@@ -201,8 +204,8 @@ def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, r
     else:
         run = start_run(workspace, tasks, options)
 
-    async def main() -> list[TaskOutcome]:
-        lm = open_client(workspace, use_cache=use_cache)
+    async def main(routes: Mapping[str, Route] | None) -> list[TaskOutcome]:
+        lm = open_client(workspace, use_cache=use_cache, routes=routes)
         try:
             return list(await asyncio.gather(
                 *(_tune_task(workspace, run, task, options, lm, progress) for task in tasks)))
@@ -212,8 +215,8 @@ def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, r
                 lm.cache.close()
 
     try:
-        with _sigterm_as_interrupt():
-            outcomes = asyncio.run(main())
+        with _sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
+            outcomes = asyncio.run(main(routes))
     except KeyboardInterrupt:
         write_reports(workspace, run, tasks, {}, run_status="interrupted")
         raise Interrupted(f"run {run.run_id} interrupted; every finished round is saved and every answer is "
