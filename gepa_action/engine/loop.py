@@ -29,10 +29,14 @@ from ..workspace import CONFIG_NAME, Task
 from . import merge as merging
 from .budget import BudgetGuard, Limits, StepCost
 from .pareto import STRATEGIES, pareto_front
-from .reflect import Example, build_messages, check_template, parse_reply
+from .reflect import Example, build_messages, check_template, parse_reply, repair_request, repairable
 from .state import Candidate, EngineState, TraceRecord
 
 PERFECT = 1.0
+
+
+#: Temperature of a repair turn (when the config's is lower). Cached like any answer (sample 0).
+REPAIR_TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class EngineOptions:
     #: earlier ones) before the run gives up, in epochs over the train split: such rounds cost no metric
     #: call, but a solved train set would otherwise loop forever.
     max_perfect_epochs: int = 5
+    #: Follow-up turns per proposal when the reply is unusable in a way the model can fix (a copy of the
+    #: template, a variable added or dropped, no fenced block, broken Jinja): the reason goes back to the
+    #: reflection model in the same conversation. Small models often get it right on the second try
+    #: (measured on the bundled 1.5B), and a repair costs a reflection call, never a metric call.
+    repairs: int = 1
 
 
 class ReflectionFailed(RunError):
@@ -368,13 +377,14 @@ class Engine:
                 continue
             memo = self.state.train_memo.get(str(parent.id), {})
             need = sum(1 for i in batch if i not in memo) + len(batch) + len(self.val)
-            reason = self.refusal(StepCost(reserved + need, len(plans) + 1))
+            reason = self.refusal(StepCost(reserved + need, (len(plans) + 1) * self._reflections_per_step))
             if reason is not None:
                 # Near the end of the budget, instances the parent is known to fail cost nothing to
                 # show again: a step on those may still fit where one with unseen instances does not.
                 known = [i for i in self.state.epoch if i in memo and memo[i].score < PERFECT][: len(batch)]
                 cheaper = len(known) + len(self.val)
-                if known and self.refusal(StepCost(reserved + cheaper, len(plans) + 1)) is None:
+                if known and self.refusal(StepCost(reserved + cheaper,
+                                                   (len(plans) + 1) * self._reflections_per_step)) is None:
                     batch, need, reason = known, cheaper, None
             if reason is not None:
                 return plans, reason if not plans else None
@@ -408,32 +418,52 @@ class Engine:
         examples = [Example(self.by_id[i], r, self.step_names) for i, r in zip(plan.minibatch, records, strict=True)]
         messages = build_messages(self.task, plan.module, parent.texts, examples,
                                   self.state.rejections(parent.id, plan.module))
-        try:
-            reply = await self.lm.complete(self.reflection_model, messages, purpose="reflection",
-                                           max_tokens=self.lm.config.reflection_max_tokens)
-        except LMError as exc:
-            message = f"reflection model {self.reflection_model}: {exc}"
-            self.emit({"event": "error", "stage": "reflection", "parent": parent.id, "module": plan.module,
-                       "message": message})
-            raise ReflectionFailed(message) from None
-        self.state.reflection_calls += 1
-        price = self.usage.prices.get(self.reflection_model)
-        cost = ((reply.prompt_tokens * price.input + reply.completion_tokens * price.output) / 1e6
-                if price is not None and not reply.cached else 0.0)
-        tokens = (reply.prompt_tokens, reply.completion_tokens) if not reply.cached else (0, 0)
-        proposal = parse_reply(reply.text, truncated=reply.truncated)
+        tokens, cost = (0, 0), 0.0
+        for turn in range(1 + self.options.repairs):
+            # A repair turn samples (temperature REPAIR_TEMPERATURE at least): at temperature 0 a small model
+            # told "you repeated yourself" tends to repeat itself again, word for word.
+            temperature = None if turn == 0 else max(self.lm.config.temperature, REPAIR_TEMPERATURE)
+            reply = await self._reflect(parent.id, plan.module, messages, temperature)
+            price = self.usage.prices.get(self.reflection_model)
+            if not reply.cached:
+                tokens = (tokens[0] + reply.prompt_tokens, tokens[1] + reply.completion_tokens)
+                if price is not None:
+                    cost += (reply.prompt_tokens * price.input + reply.completion_tokens * price.output) / 1e6
+            proposal = parse_reply(reply.text, truncated=reply.truncated)
+            reason = proposal.reason
+            if reason is None:
+                assert proposal.text is not None
+                reason = (check_template(self.task, plan.module, proposal.text, examples)
+                          or self._repeat(plan, proposal.text))
+            if reason is None or turn == self.options.repairs or not repairable(reason):
+                break
+            messages = [*messages, {"role": "assistant", "content": reply.text},
+                        {"role": "user", "content": repair_request(reason)}]
         base = {"plan": plan, "parent_scores": parent_scores, "rationale": proposal.rationale,
                 "reflection_tokens": tokens, "reflection_cost": cost}
-        reason = proposal.reason
-        if reason is None:
-            assert proposal.text is not None
-            reason = (check_template(self.task, plan.module, proposal.text, examples)
-                      or self._repeat(plan, proposal.text))
         if reason is not None:
             return Outcome(kind="invalid", text=proposal.text or reply.text, reason=reason, **base)
         texts = {**parent.texts, plan.module: proposal.text}
         child_records = await self._run(texts, plan.minibatch)
         return Outcome(kind="evaluated", text=proposal.text, child_records=child_records, **base)
+
+    @property
+    def _reflections_per_step(self) -> int:
+        return 1 + self.options.repairs
+
+    async def _reflect(self, parent: int, module: str, messages: list[dict[str, str]],
+                       temperature: float | None = None) -> Any:
+        """One reflection call; an unreachable reflection model ends the run (ReflectionFailed)."""
+        try:
+            reply = await self.lm.complete(self.reflection_model, messages, purpose="reflection",
+                                           max_tokens=self.lm.config.reflection_max_tokens, temperature=temperature)
+        except LMError as exc:
+            message = f"reflection model {self.reflection_model}: {exc}"
+            self.emit({"event": "error", "stage": "reflection", "parent": parent, "module": module,
+                       "message": message})
+            raise ReflectionFailed(message) from None
+        self.state.reflection_calls += 1
+        return reply
 
     def _repeat(self, plan: Plan, text: str) -> str | None:
         parent = self.state.candidate(plan.parent)

@@ -36,10 +36,11 @@ INSTRUCTIONS = """\
 ## What to answer
 1. A short diagnosis (two to six sentences): what the failures have in common, and which rule or \
 piece of guidance in the template would prevent them without breaking the examples that passed.
-2. The complete new template in exactly one fenced block: a line with ```jinja, the template, \
-and a line with ```. Nothing after the block.
+2. The complete new template in exactly one fenced block: a line with only ```jinja, the template, \
+and a line with only ```. Nothing after the block.
 
-The template is Jinja. {variables_rule} Do not use other variables."""
+The new template must differ from the current one: a copy of it is rejected. The template is Jinja. \
+{variables_rule} Do not use other variables."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,28 @@ def build_messages(task: Task, module: str, texts: Mapping[str, str], examples: 
 
 
 _OPEN = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*[\w.+-]*[ \t]*$")
+# Small models often open the block at the end of their sentence ("Here it is: ```jinja") or close it
+# at the end of the template's last line; both are read as fences (prose before / text before them).
+_OPEN_AFTER_PROSE = re.compile(r"^(?P<prose>[^`~]*\S)[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*[\w.+-]*[ \t]*$")
+_CLOSE_AFTER_TEXT = re.compile(r"^(?P<text>.*?[^`~\s].*?)[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*$")
+
+
+def _opening(line: str) -> str | None:
+    """The fence a line opens with (alone on the line, or after prose), or None."""
+    stripped = line.strip()
+    match = _OPEN.match(stripped) or _OPEN_AFTER_PROSE.match(stripped)
+    return match.group("fence") if match else None
+
+
+def _closing(line: str, fence: str) -> tuple[bool, str | None]:
+    """Whether `line` closes a block opened with `fence`, and the template text before the fence on it."""
+    stripped = line.strip()
+    if stripped.startswith(fence[0] * len(fence)) and set(stripped) == {fence[0]}:
+        return True, None
+    match = _CLOSE_AFTER_TEXT.match(line.rstrip())
+    if match and match.group("fence")[0] == fence[0] and len(match.group("fence")) >= len(fence):
+        return True, match.group("text")
+    return False, None
 
 
 def fenced_blocks(reply: str) -> tuple[list[tuple[int, int, str]], bool]:
@@ -125,18 +148,19 @@ def fenced_blocks(reply: str) -> tuple[list[tuple[int, int, str]], bool]:
     blocks: list[tuple[int, int, str]] = []
     index = 0
     while index < len(lines):
-        match = _OPEN.match(lines[index].strip())
-        if not match:
+        fence = _opening(lines[index])
+        if fence is None:
             index += 1
             continue
-        fence = match.group("fence")
-        close = next((j for j in range(index + 1, len(lines))
-                      if lines[j].strip().startswith(fence[0] * len(fence))
-                      and set(lines[j].strip()) == {fence[0]}), None)
-        if close is None:
+        for close in range(index + 1, len(lines)):
+            closes, tail = _closing(lines[close], fence)
+            if closes:
+                content = lines[index + 1:close] + ([tail] if tail is not None else [])
+                blocks.append((index, close, "\n".join(content)))
+                index = close + 1
+                break
+        else:
             return blocks, True
-        blocks.append((index, close, "\n".join(lines[index + 1:close])))
-        index = close + 1
     return blocks, False
 
 
@@ -144,7 +168,10 @@ def parse_reply(reply: str, *, truncated: bool) -> Proposal:
     """Split a reply into rationale and template; the last complete fenced block is the template."""
     blocks, left_open = fenced_blocks(reply)
     lines = reply.splitlines()
-    rationale = "\n".join(lines[: blocks[-1][0]] if blocks else lines).strip()
+    before = lines[: blocks[-1][0]] if blocks else lines
+    if blocks and (prose := _OPEN_AFTER_PROSE.match(lines[blocks[-1][0]].strip())):
+        before = [*before, prose.group("prose")]  # the sentence the fence was opened after
+    rationale = "\n".join(before).strip()
     if truncated:
         return Proposal(None, rationale, "cut off: the reply hit max_tokens (finish_reason length)")
     if not blocks:
@@ -154,6 +181,35 @@ def parse_reply(reply: str, *, truncated: bool) -> Proposal:
     if not text.strip():
         return Proposal(None, rationale, "empty template: the fenced block is empty")
     return Proposal(text, rationale, None)
+
+
+#: Rejections the model can fix when told why (a reply cut off at max_tokens is not: it needs more room).
+REPAIRABLE = ("unchanged", "repeat", "changes variables", "no fenced block", "empty template", "not valid Jinja",
+              "does not render")
+
+
+def repairable(reason: str) -> bool:
+    return reason.startswith(REPAIRABLE)
+
+
+def repair_request(reason: str) -> str:
+    """The follow-up turn after an unusable reply: the reason, a concrete way out, and the format again.
+
+    Small models that copy the template while describing a fix in prose (the bundled 1.5B does, most of
+    the time) do write the rule down when asked to append their own diagnosis to the template."""
+    if reason.startswith("repeat"):
+        fix = (" That template was already tried; write a different one: add or change the rules from your "
+               "diagnosis, written as plain instructions to the model.")
+    elif reason.startswith("unchanged"):
+        fix = (" Copy the current template and add, on new lines after it, the rules from your diagnosis, "
+               "written as plain instructions to the model (for example: \"Requests about X are Y.\").")
+    elif reason.startswith("changes variables"):
+        fix = (" Use only the variables the instructions allow; write what you wanted to add as plain "
+               "instructions instead.")
+    else:
+        fix = ""
+    return (f"That template was rejected: {reason}.{fix} Write the complete new template now, as one fenced "
+            "block: a line with only ```jinja, the template, and a line with only ```.")
 
 
 def check_template(task: Task, module: str, text: str, examples: Sequence[Example]) -> str | None:
