@@ -71,6 +71,28 @@ def test_exact_diagnoses_case_only_difference() -> None:
     assert "differs from the answer only in letter case" in result.feedback
 
 
+def test_exact_choices_name_the_label_set_when_the_answer_is_outside_it() -> None:
+    metric = build("""
+        metric: {type: exact, ignore_case: true, choices: [bug, billing, how_to]}
+    """)
+    outside = run(metric, "Refund", "billing")
+    assert outside.score == 0.0 and outside.feedback.endswith(
+        "'Refund' is not an allowed answer: answer with exactly one of bug, billing, how_to")
+    inside = run(metric, "bug", "billing")
+    assert inside.score == 0.0 and "not an allowed answer" not in inside.feedback
+    assert run(metric, "Billing", "billing").score == 1.0
+    assert metric.check_instance(instance("refund")) == (
+        "expected 'refund' is not one of the metric's choices (bug, billing, how_to); "
+        "fix the label or add it to choices")
+    assert metric.check_instance(instance("BUG")) is None
+
+
+def test_exact_choices_must_be_strings() -> None:
+    assert "gepa.yaml:3: tasks[0].metric.choices: item 2 is not a non-empty string" in config_error("""
+        metric: {type: exact, choices: [bug, 3]}
+    """)
+
+
 def test_exact_options() -> None:
     metric = build("""
         metric:
@@ -356,7 +378,7 @@ def test_llm_judge_config_errors() -> None:
 
 def test_registry_and_options_table_agree() -> None:
     assert set(REGISTRY) == {"exact", "contains", "regex", "json", "numeric", "llm_judge", "python"}
-    assert set(METRIC_OPTIONS["exact"]) == {"ignore_case", "ignore_whitespace", "ignore_punctuation"}
+    assert set(METRIC_OPTIONS["exact"]) == {"ignore_case", "ignore_whitespace", "ignore_punctuation", "choices"}
     assert "default 400" in METRIC_OPTIONS["llm_judge"]["max_tokens"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
 

@@ -35,18 +35,30 @@ class ExactMetric(Metric):
         "ignore_case": "bool, default false: compare case-insensitively",
         "ignore_whitespace": "bool, default true: strip the ends and collapse runs of whitespace",
         "ignore_punctuation": "bool, default false: drop punctuation before comparing",
+        "choices": "list of strings: the allowed answers (a label set); every expected value must be one, and "
+                   "feedback on an answer outside the set names the set",
     }
 
     ignore_case: bool = False
     ignore_whitespace: bool = True
     ignore_punctuation: bool = False
+    #: The label set of a classification task. Saying "X is not an allowed answer; the answers are ..." in
+    #: the feedback is what lets a reflection model write the label set into the prompt (a small local
+    #: model did not infer it from "expected 'billing', got 'Refund'" alone).
+    choices: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, section: Section, ctx: BuildContext) -> Metric:
+        choices = section.get("choices", list, [])
+        for index, choice in enumerate(choices):
+            if not isinstance(choice, str) or not choice.strip():
+                raise section.error("choices", f"item {index + 1} is not a non-empty string",
+                                    hint="list the allowed answers as strings, e.g. choices: [bug, billing]")
         return cls(
             ignore_case=section.get("ignore_case", bool, False),
             ignore_whitespace=section.get("ignore_whitespace", bool, True),
             ignore_punctuation=section.get("ignore_punctuation", bool, False),
+            choices=tuple(choices),
         )
 
     def _same(self, a: str, b: str, *, case: bool = False, whitespace: bool = False,
@@ -58,7 +70,16 @@ class ExactMetric(Metric):
         return norm(a) == norm(b)
 
     def check_instance(self, instance: Instance) -> str | None:
-        return super().check_instance(instance) or _text_problem(self.name, instance.expected)
+        problem = super().check_instance(instance) or _text_problem(self.name, instance.expected)
+        if problem is None and self.choices:
+            outside = [w for w in _text_list(instance.expected) or [] if not self._allowed(w)]
+            if outside:
+                return (f"expected {_show(outside[0])} is not one of the metric's choices "
+                        f"({', '.join(self.choices)}); fix the label or add it to choices")
+        return problem
+
+    def _allowed(self, answer: str) -> bool:
+        return any(self._same(answer, choice) for choice in self.choices)
 
     def compare(self, output: str, instance: Instance) -> MetricResult:
         accepted = _text_list(instance.expected) or []
@@ -74,6 +95,9 @@ class ExactMetric(Metric):
         hint = self._diagnose(output, accepted)
         if hint:
             feedback += f"; {hint}"
+        if self.choices and not self._allowed(output):
+            allowed = ", ".join(self.choices)
+            feedback += f"; {_show(output)} is not an allowed answer: answer with exactly one of {allowed}"
         return MetricResult(0.0, feedback)
 
     def _diagnose(self, output: str, accepted: list[str]) -> str | None:
