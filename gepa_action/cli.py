@@ -269,7 +269,7 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
             click.echo(f"warning: {warning}", err=True)
         result = run_tune(workspace, selected, TuneOptions(seed=seed, budget=budget), use_cache=not no_cache,
                           progress=progress_printer())
-        _show_report(workspace, result.report, result.run.path, as_json=False, write=False)
+        _show_report(workspace, result.report, result.run.path, as_json=False, write=False, apply_hint=False)
         return result
 
     config_dir = find_config(obj.directory, obj.config).parent
@@ -380,7 +380,8 @@ def _write_best(workspace: Any, data: dict[str, Any]) -> None:
         click.echo("nothing to write: the seed templates stayed best", err=True)
 
 
-def _show_report(workspace: Any, data: dict[str, Any], path: Path, *, as_json: bool, write: bool) -> None:
+def _show_report(workspace: Any, data: dict[str, Any], path: Path, *, as_json: bool, write: bool,
+                 apply_hint: bool = True) -> None:
     from .report_md import render_summary_line
 
     if as_json:
@@ -401,7 +402,7 @@ def _show_report(workspace: Any, data: dict[str, Any], path: Path, *, as_json: b
         click.echo(f"report: {rel}/report.md (JSON: {rel}/report.json)")
     if write:
         _write_best(workspace, data)
-    elif not as_json and any((t.get("best") or {}).get("changed_modules") for t in data["tasks"]):
+    elif apply_hint and not as_json and any((t.get("best") or {}).get("changed_modules") for t in data["tasks"]):
         click.echo(f"templates unchanged in the workspace: apply with `gepa-tune report {path.name} --write`",
                    err=True)
 

@@ -493,10 +493,15 @@ def render_summary_line(task: Mapping[str, Any]) -> str:
     if _number(usage.get("metric_calls")) is not None:
         budget = _number(usage.get("budget"))
         spent = f"{round(_number(usage['metric_calls']))}"
-        parts.append(f"{spent}/{round(budget)} calls" if budget is not None else f"{spent} calls")
+        calls = f"{spent}/{round(budget)} calls" if budget is not None else f"{spent} calls"
+        if _number(usage.get("test_calls")):
+            calls += f" (+{round(_number(usage['test_calls']))} on test)"
+        parts.append(calls)
     cost = _number(usage.get("cost_usd"))
     if cost is not None:
         parts.append(format_cost(cost))
+    if _number(usage.get("wall_s")) is not None:
+        parts.append(_duration(usage["wall_s"]))
     status = task.get("status")
     if status and status != "finished":
         parts.append(plain(status, 80))

@@ -326,7 +326,8 @@ def test_proposals_and_usage() -> None:
 
 def test_summary_line() -> None:
     assert render_summary_line(make_task()) == (
-        "triage: val 0.500 → 0.857, test 0.467 → 0.800 (+0.333, 95% CI +0.133…+0.533), 288/300 calls, $0.0123")
+        "triage: val 0.500 → 0.857, test 0.467 → 0.800 (+0.333, 95% CI +0.133…+0.533), 288/300 calls "
+        "(+30 on test), $0.0123, 42.1 s")
     line = render_summary_line(make_task(task="tri\x1b[2Jage", status="interrupted", usage={"metric_calls": 12},
                                          scores={"val": {"seed": 0.5, "best": 0.5}, "test": None}))
     assert line == "tri[2Jage: val 0.500 → 0.500, no test split, 12 calls, interrupted"
