@@ -46,6 +46,7 @@ from typing import IO, Any
 
 from .errors import InputError, RunError
 from .lm import Route
+from .signals import sigterm_as_interrupt
 from .workspace import LMConfig, Price, Workspace
 
 #: The command that installs what this module needs, quoted as the user should type it.
@@ -372,23 +373,6 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_raises_interrupt() -> Iterator[None]:
-    """While servers run, SIGTERM unwinds like Ctrl-C so the `finally` that stops them runs."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: the parent-death signal still covers us
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def serve(models: Iterable[LocalModel], *, directory: Path | None = None,
           server_options: Mapping[str, Any] | None = None) -> Iterator[dict[str, str]]:
     """Run one server per distinct model; yield {model name: base_url}; stop them all on the way out.
@@ -400,7 +384,7 @@ def serve(models: Iterable[LocalModel], *, directory: Path | None = None,
     distinct = list({m.name: m for m in models}.values())
     files = {m.name: model_file(m, directory) for m in distinct}
     servers = [LocalServer(files[m.name], m.name, **dict(server_options or {})) for m in distinct]
-    with _sigterm_raises_interrupt():
+    with sigterm_as_interrupt():
         try:
             for server in servers:
                 server.launch()

@@ -41,6 +41,7 @@ from .report_md import (
     _signed,
     _step,
     _verdict,
+    score_rows,
 )
 
 MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
@@ -422,19 +423,7 @@ def _reason(task: Row, threshold: str) -> str:
 def _summary_tables(task: Row) -> str:
     """Baseline against evolved per split, the test verdict, then what the run used and on what data."""
     scores = _section(task, "scores")
-    sizes = _section(task, "split_sizes")
-    rows = []
-    for split in ("val", "test"):
-        part = _section(scores, split)
-        if not part:
-            continue
-        size = _number(sizes.get(split))
-        label = f"{split} ({int(size)})" if size is not None else split
-        change = _signed(part.get("delta"))
-        ci = _section(part, "ci95")
-        if ci:
-            change += f" [{_signed(ci.get('low'))}, {_signed(ci.get('high'))}]"
-        rows.append([label, _fmt(part.get("seed")), _fmt(part.get("best")), change])
+    rows = score_rows(task)
     blocks = [table(["split", "baseline", "evolved", "change [95% CI]"], rows, align="lrrr")] if rows else []
     blocks.append(_verdict(scores, _section(task, "counts")) if rows else "No scores were recorded.")
 

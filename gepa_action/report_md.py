@@ -179,7 +179,8 @@ def _headline(task: Mapping[str, Any]) -> str:
 # -- scores --------------------------------------------------------------------------------------------
 
 
-def _scores(task: Mapping[str, Any]) -> str:
+def score_rows(task: Mapping[str, Any]) -> list[list[str]]:
+    """Seed against best per split (`val (12)`, seed, best, change with the CI when there is one)."""
     scores = _section(task, "scores")
     sizes = _section(task, "split_sizes")
     rows = []
@@ -194,6 +195,12 @@ def _scores(task: Mapping[str, Any]) -> str:
         if ci:
             change += f" [{_signed(ci.get('low'))}, {_signed(ci.get('high'))}]"
         rows.append([label, _fmt(part.get("seed")), _fmt(part.get("best")), change])
+    return rows
+
+
+def _scores(task: Mapping[str, Any]) -> str:
+    scores = _section(task, "scores")
+    rows = score_rows(task)
     if not rows:
         return "No scores were recorded."
     text = table(["split", "seed", "best", "change [95% CI]"], rows, align="lrrr")

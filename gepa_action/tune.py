@@ -11,11 +11,9 @@ interrupted round from the cache at no cost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from .local_model import local_routes
 from .report import run_report, task_report
 from .report_md import render_report
 from .runs import RunDir, text_hash, utc_now, write_json
+from .signals import sigterm_as_interrupt
 from .workspace import Task, Workspace
 
 
@@ -149,23 +148,6 @@ async def _tune_task(workspace: Workspace, run: RunDir, task: Task, options: Tun
     return TaskOutcome(task, engine.state, "finished")
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI runner cancelling the job) is handled like Ctrl-C: save, report, exit 130."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. inside a test runner thread): nothing to install
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses: dict[str, str],
                   *, run_status: str | None = None) -> dict[str, Any]:
     """report.json and report.md from the checkpoints on disk. `run_status` None re-renders an ended
@@ -215,7 +197,7 @@ def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, r
                 lm.cache.close()
 
     try:
-        with _sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
+        with sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
             outcomes = asyncio.run(main(routes))
     except KeyboardInterrupt:
         write_reports(workspace, run, tasks, {}, run_status="interrupted")
