@@ -12,21 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from workspace_factory import GEPA_YAML, jsonl, make_workspace
+from workspace_factory import GEPA_YAML, LABELLED_ROWS, jsonl, keyword_label, make_workspace
 
 from gepa_action import baseline
 from gepa_action.cli import main
 from gepa_action.workspace import find_config, load_workspace
 
 KEY = "sk-test-baseline-0123456789"
-ANSWERS = {"crashes": "bug", "charged": "Billing.", "dark mode": "feature request", "export": "how_to"}
-# Fixed splits, so the scores are known: val a1 right, a2 wrong (0.5); test a3 wrong, a4 right (0.5).
-ROWS = [
-    {"id": "a1", "inputs": {"text": "The app crashes on start"}, "expected": "bug", "split": "val"},
-    {"id": "a2", "inputs": {"text": "I was charged twice"}, "expected": "billing", "split": "val"},
-    {"id": "a3", "inputs": {"text": "Please add dark mode"}, "expected": "feature_request", "split": "test"},
-    {"id": "a4", "inputs": {"text": "How do I export invoices?"}, "expected": "how_to", "split": "test"},
-]
+ROWS = LABELLED_ROWS
 SECOND_TASK = """\
   - name: other
     prompt:
@@ -38,11 +31,6 @@ SECOND_TASK = """\
 """
 
 
-def label_responder(body: dict) -> str:
-    text = body["messages"][-1]["content"]
-    return next((label for word, label in ANSWERS.items() if word in text), "unknown")
-
-
 def run(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
@@ -51,7 +39,7 @@ def run(*args: str):
 def workspace(tmp_path: Path, openai_server, monkeypatch) -> Path:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    openai_server.responder = label_responder
+    openai_server.responder = keyword_label
     return make_workspace(tmp_path, config=GEPA_YAML + SECOND_TASK, instances=ROWS,
                           files={"prompts/other.j2": "Label: {{ text }}"})
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from workspace_factory import GEPA_YAML, make_workspace
+from workspace_factory import GEPA_YAML, LABELLED_ROWS, keyword_label, make_workspace
 
 from gepa_action.cli import main
 from gepa_action.hooks import affected_tasks
@@ -29,14 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MANIFEST = REPO / ".pre-commit-hooks.yaml"
 KEY = "sk-test-hooks-0123456789"
-ANSWERS = {"crashes": "bug", "charged": "Billing.", "dark mode": "feature request", "export": "how_to"}
-# val: a1 answered right, a2 wrong -> baseline val 0.5; test: a3 wrong, a4 right.
-ROWS = [
-    {"id": "a1", "inputs": {"text": "The app crashes on start"}, "expected": "bug", "split": "val"},
-    {"id": "a2", "inputs": {"text": "I was charged twice"}, "expected": "billing", "split": "val"},
-    {"id": "a3", "inputs": {"text": "Please add dark mode"}, "expected": "feature_request", "split": "test"},
-    {"id": "a4", "inputs": {"text": "How do I export invoices?"}, "expected": "how_to", "split": "test"},
-]
+ROWS = LABELLED_ROWS
 GOOD_PROMPT = "Classify the ticket."
 WORSE_PROMPT = "Say something about the ticket."  # the scripted model gets every ticket wrong with it
 SECOND_TASK = """\
@@ -55,8 +48,7 @@ def scripted_model(body: dict) -> str:
     system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
     if "Classify" not in system:
         return "no idea"
-    text = body["messages"][-1]["content"]
-    return next((label for word, label in ANSWERS.items() if word in text), "unknown")
+    return keyword_label(body)
 
 
 def run(*args: str):

@@ -42,6 +42,23 @@ INSTANCES = [
 ]
 
 
+# Four tickets with fixed splits, and a model stand-in that labels them by keyword: its answers to a1
+# and a4 match, to a2 and a3 do not, so val and test both score 0.5 (the baseline and gate tests).
+LABELLED_ROWS = [
+    {"id": "a1", "inputs": {"text": "The app crashes on start"}, "expected": "bug", "split": "val"},
+    {"id": "a2", "inputs": {"text": "I was charged twice"}, "expected": "billing", "split": "val"},
+    {"id": "a3", "inputs": {"text": "Please add dark mode"}, "expected": "feature_request", "split": "test"},
+    {"id": "a4", "inputs": {"text": "How do I export invoices?"}, "expected": "how_to", "split": "test"},
+]
+KEYWORD_LABELS = {"crashes": "bug", "charged": "Billing.", "dark mode": "feature request", "export": "how_to"}
+
+
+def keyword_label(body: dict) -> str:
+    """The label a keyword in the last message picks (a FakeOpenAI responder)."""
+    text = body["messages"][-1]["content"]
+    return next((label for word, label in KEYWORD_LABELS.items() if word in text), "unknown")
+
+
 def jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
