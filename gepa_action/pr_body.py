@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .lm import format_cost
-from .markdown import code_block, details, inline, plain, quote, table
+from .markdown import code_block, details, inline, plain, table
 
 # report_md's helpers are reused (not copied) so report.md and the PR body format numbers, candidates,
 # lineage steps and charts identically; they are module-private there only because nothing else needed them.
@@ -39,8 +39,8 @@ from .report_md import (
     _progress_chart,
     _section,
     _signed,
-    _step,
     _verdict,
+    lineage_section,
     score_rows,
 )
 
@@ -540,15 +540,7 @@ def _instance_table(rows: Sequence[Row], outputs: int | None) -> str:
 
 def _lineage(task: Row, limit: int) -> str:
     """Each accepted step of the winning lineage with the reflection model's stated reason, quoted."""
-    steps = [s for s in _items(task, "lineage") if isinstance(s, Mapping) and s.get("origin") != "seed"]
-    if not steps:
-        return ""
-    blocks = ["### Why the prompt changed"]
-    for step in steps:
-        blocks.append(_step(step))
-        if step.get("rationale"):
-            blocks.append(quote(step["rationale"], limit))
-    return "\n\n".join(blocks)
+    return lineage_section(task, "### Why the prompt changed", limit=limit, with_seed=False)
 
 
 def _charts(task: Row) -> str:

@@ -309,16 +309,23 @@ def _output(value: Any) -> str:
 # -- how the search got there --------------------------------------------------------------------------
 
 
-def _lineage(task: Mapping[str, Any]) -> str:
-    steps = [s for s in _items(task, "lineage") if isinstance(s, Mapping)]
+def lineage_section(task: Mapping[str, Any], heading: str, *, limit: int | None = RATIONALE_LIMIT,
+                    with_seed: bool = True) -> str:
+    """The winning lineage, a line per step and the reflection model's rationale quoted under it."""
+    steps = [s for s in _items(task, "lineage")
+             if isinstance(s, Mapping) and (with_seed or s.get("origin") != "seed")]
     if not steps:
         return ""
-    blocks = ["### How the best candidate was found"]
+    blocks = [heading]
     for step in steps:
         blocks.append(_step(step))
         if step.get("rationale"):
-            blocks.append(quote(step["rationale"], RATIONALE_LIMIT))
+            blocks.append(quote(step["rationale"], limit))
     return "\n\n".join(blocks)
+
+
+def _lineage(task: Mapping[str, Any]) -> str:
+    return lineage_section(task, "### How the best candidate was found")
 
 
 def _step(step: Mapping[str, Any]) -> str:
