@@ -43,6 +43,8 @@ class TuneOptions:
     minibatch: int = 3
     parallel: int = 1
     max_merges: int = 5
+    #: The bundled local models (`--local`): part of the run, so `--resume` serves them again unasked.
+    local: bool = False
 
     def engine(self) -> EngineOptions:
         return EngineOptions(strategy=self.strategy, minibatch=self.minibatch, parallel=self.parallel,
@@ -90,6 +92,12 @@ def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> 
         "options": asdict(options),
         "fingerprints": {t.name: fingerprint(t) for t in tasks},
     })
+
+
+def resumes_local(workspace: Workspace, run_id: str) -> bool:
+    """Whether run `run_id` was started on the bundled local models (`--local`), so its resume is too."""
+    options = RunDir.open(workspace.root, run_id).read_meta().get("options")
+    return isinstance(options, dict) and options.get("local") is True
 
 
 def reopen_run(workspace: Workspace, run_id: str) -> tuple[RunDir, list[Task], TuneOptions]:
@@ -199,6 +207,10 @@ def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, r
     try:
         with sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
             outcomes = asyncio.run(main(routes))
+    except GepaError as exc:  # the local servers failed to start or their readiness check: nothing was spent
+        run.append_events([{"time": utc_now(), "event": "error", "message": str(exc)}])
+        write_reports(workspace, run, tasks, {t.name: f"failed: {exc}" for t in tasks}, run_status=f"failed: {exc}")
+        raise
     except KeyboardInterrupt:
         write_reports(workspace, run, tasks, {}, run_status="interrupted")
         raise Interrupted(f"run {run.run_id} interrupted; every finished round is saved and every answer is "
