@@ -32,15 +32,21 @@ produced with it on a few examples, and the feedback on each result. Work out wh
 failed, then write a better version of the template. Prefer general rules that would also hold for \
 unseen inputs over notes about the specific examples; keep what already works."""
 
+#: The closing request. No markdown headings (a small model copies them into its answer, and then into
+#: the template), and the answer's shape shown rather than described: the bundled 1.5B, asked with a
+#: numbered list under "## What to answer", echoed that heading and the template unchanged in 2 of 3 tries;
+#: shown this shape, it wrote the rule it had diagnosed into the template.
 INSTRUCTIONS = """\
-## What to answer
-1. A short diagnosis (two to six sentences): what the failures have in common, and which rule or \
-piece of guidance in the template would prevent them without breaking the examples that passed.
-2. The complete new template in exactly one fenced block: a line with only ```jinja, the template, \
-and a line with only ```. Nothing after the block.
+Now write your answer in exactly this shape, with no headings and nothing after the block:
 
-The new template must differ from the current one: a copy of it is rejected. The template is Jinja. \
-{variables_rule} Do not use other variables."""
+Diagnosis: <one to four sentences: why the failing examples failed, and which general rule the template \
+should state so that the model gets them right>
+```jinja
+<the complete new template: the current template plus that rule, written as a plain instruction to the model>
+```
+
+The block holds only the template, because the model will read it word for word. The new template must \
+differ from the current one: a copy is rejected. {variables_rule} Do not use other variables."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,8 @@ def repair_request(reason: str) -> str:
     elif reason.startswith("changes variables"):
         fix = (" Use only the variables the instructions allow; write what you wanted to add as plain "
                "instructions instead.")
+    elif reason.startswith("no fenced block"):
+        fix = " Put the new template you wrote inside the block; keep your diagnosis before it."
     else:
         fix = ""
     return (f"That template was rejected: {reason}.{fix} Write the complete new template now, as one fenced "
