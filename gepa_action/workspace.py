@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
-from .templates import PromptTemplate, load_template
+from .templates import PromptTemplate, TemplateRenderError, load_template, render
 from .yamlsrc import Doc, Section, load_yaml
 
 if TYPE_CHECKING:  # metrics -> lm -> workspace would be a cycle at import time
@@ -296,22 +296,47 @@ def _parse_budget(task: Section) -> BudgetConfig:
     )
 
 
+#: Offline, a later step's input stands in for the output of an earlier step that `check` cannot call.
+STEP_OUTPUT_STANDIN = "(the output of an earlier step)"
+
+
 def _check_variables(task_name: str, steps: tuple[Step, ...], templates: dict[str, PromptTemplate],
                      eval_set: EvalSet) -> None:
-    """Every template variable must come from the instance or an earlier step, for every instance."""
+    """Every template variable must come from the instance or an earlier step, for every instance, and
+    every template must render in the bounded sandbox with each instance's inputs.
+
+    `check` and `eval` both load through here, so a template that can never render (a sandbox escape,
+    a loop that never ends, a billion-character repeat) fails offline, before anything is paid for.
+    """
     for inst in eval_set.instances:
         available = set(inst.inputs)
+        variables: dict[str, Any] = dict(inst.inputs)
         for step in steps:
             for _, module in step.messages:
                 for var in sorted(templates[module].variables - available):
                     raise eval_set.error_at(inst, f"has no input '{var}', which {module} uses",
                                             hint=f"add \"{var}\" under inputs, or change the template")
+                _check_render(module, templates[module], variables, inst, eval_set,
+                              uses_standin=any(s.output in templates[module].variables for s in steps if s.output))
             if step.output:
                 if step.output in inst.inputs:
                     raise eval_set.error_at(inst, f"input '{step.output}' clashes with the output of step "
                                             f"'{step.name}' in task '{task_name}'",
                                             hint="rename the step's output or the input")
                 available.add(step.output)
+                variables[step.output] = STEP_OUTPUT_STANDIN
+
+
+def _check_render(module: str, template: PromptTemplate, variables: dict[str, Any], inst: Any, eval_set: EvalSet,
+                  *, uses_standin: bool) -> None:
+    """Render once as `eval` would; with a stand-in step output only the sandbox's own refusals count."""
+    try:
+        render(template.source, variables)
+    except TemplateRenderError as exc:
+        if uses_standin and exc.kind in ("error", "attribute"):
+            return  # may depend on what the earlier step really answers
+        raise InputError(module, f"cannot be rendered for instance '{inst.id}' of {eval_set.file}: {exc}",
+                         hint=exc.hint) from None
 
 
 def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) -> Task:
@@ -342,6 +367,10 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     assert eval_section is not None
     eval_section.check_keys(("path", "version", "name"))
     eval_file = eval_section.get("path", str, required=True)
+    if not eval_file.strip() or Path(eval_file).is_absolute() or ".." in Path(eval_file).parts:
+        raise eval_section.error("path", f"'{eval_file}' is outside the workspace" if eval_file.strip()
+                                 else "expected the path of an eval set file",
+                                 hint="eval sets live in the repository; use a path relative to gepa.yaml")
     version = eval_section.get("version", (str, int, float))
     if version is None:
         raise eval_section.error(None, "missing required key 'version'",
@@ -349,8 +378,8 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     split = _parse_split(section)
     eval_set = load_eval_set(root / eval_file, Path(eval_file).as_posix(),
                              name=eval_section.get("name", str, Path(eval_file).stem), version=str(version),
-                             fractions=split.fractions(), seed=split.seed)
-    templates = {m: load_template(root / m, m) for m in modules}
+                             fractions=split.fractions(), seed=split.seed, root=root)
+    templates = {m: load_template(root / m, m, root) for m in modules}
     _check_variables(name, steps, templates, eval_set)
     if not section.has("metric"):
         raise section.error(None, "missing required key 'metric'", hint="e.g. metric: exact")
