@@ -34,8 +34,53 @@ def friendly_errors(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("\ninterrupted: answers received so far are kept in the response cache", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug or an input nobody foresaw: still one line, never a traceback
+            if os.environ.get("GEPA_DEBUG"):
+                raise
+            click.echo(f"error: {_unexpected(exc)}", err=True)
+            sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _unexpected(exc: BaseException) -> str:
+    from .errors import redact_secrets
+
+    if isinstance(exc, RecursionError):
+        what = "an input is nested too deeply"
+    elif isinstance(exc, MemoryError):
+        what = "out of memory (an input is too large)"
+    else:
+        what = f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return redact_secrets(f"{what}; rerun with GEPA_DEBUG=1 for the traceback and report it if it is a bug")
+
+
+class OneLineErrors(click.Group):
+    """A click group whose usage errors (`--budget -1`, an unknown option) are one `error:` line, exit 2,
+    like every other error of the tool, instead of click's usage block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "gepa-tune"
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            if isinstance(exc, click.BadParameter) and message.startswith("Invalid value for "):
+                name, _, problem = message[len("Invalid value for "):].partition(": ")
+                message = f"{name.strip(chr(39))}: {problem}"
+            click.echo(f"error: {message}; see `{command} --help`", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 class Context:
@@ -56,7 +101,7 @@ class Context:
         return workspace
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Run as if started in DIR (gepa.yaml is looked up from there).")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),

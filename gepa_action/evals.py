@@ -35,6 +35,8 @@ class Instance:
     notes: str | None = None
     line: int | None = None
     fixed_split: bool = field(default=False, compare=False)
+    #: The eval set file it came from, as the user wrote it (for errors that point at the instance).
+    file: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def _instance_from(data: Any, file: str, line: int | None, where: str) -> Instan
         notes=notes,
         line=line,
         fixed_split=split is not None,
+        file=file,
     )
 
 

@@ -6,6 +6,7 @@ so later stages can trust it and errors point at the YAML line that caused them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,7 @@ LM_KEYS = ("provider", "base_url", "api_key_env", "task_model", "reflection_mode
 TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget")
 ROLES = ("system", "user")
 PROVIDERS = ("openai", "local")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -184,12 +186,14 @@ def _parse_lm(doc: Doc) -> LMConfig:
         raise section.error("base_url", f"'{base_url}' is not an http(s) URL",
                             hint="write it like https://api.openai.com/v1")
     env_name = section.get("api_key_env", str, "OPENAI_API_KEY")
-    if not env_name.replace("_", "").isalnum():
-        raise section.error("api_key_env", f"'{env_name}' is not an environment variable name",
-                            hint="give the NAME of the variable holding the key, e.g. OPENAI_API_KEY")
+    if not _ENV_NAME.fullmatch(env_name):  # never echoed: a mistyped name may be the key itself
+        raise section.error("api_key_env", "not an environment variable name (letters, digits and '_'; the value "
+                            "is not shown here)", hint="give the NAME of the variable holding the key, e.g. "
+                            "OPENAI_API_KEY, never the key itself")
     prices: dict[str, Price] = {}
     price_section = section.child("prices")
     if price_section is not None:
+        price_section.check_keys(list(price_section.data))  # refuses a key-shaped model name unechoed
         for model in price_section.data:
             entry = price_section.child(model)
             assert entry is not None

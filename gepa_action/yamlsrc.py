@@ -16,7 +16,10 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
+from .errors import InputError, looks_like_secret
+
+SECRET_HINT = ("remove it from the file (and revoke it if it was committed); export it in an environment "
+               "variable and set lm.api_key_env to that variable's NAME")
 
 KeyPath = tuple[str | int, ...]
 
@@ -247,6 +250,9 @@ class Section:
                 raise self.error(None, f"missing required key '{key}'", hint=f"add '{key}:' here")
             return default
         value = self.data[key]
+        if isinstance(value, str) and looks_like_secret(value):
+            raise self.error(key, "this value looks like an API key or token, which never belongs in a config file "
+                             "(it is not shown here)", hint=SECRET_HINT)
         if not _matches(value, kind):
             raise self.error(key, f"expected {_type_name(kind)}, got {_describe(value)}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -285,6 +291,9 @@ class Section:
         """Reject unknown keys, suggesting the closest known one (a typo is the usual cause)."""
         known = list(allowed)
         for key in self.data:
+            if looks_like_secret(str(key)):
+                raise self.error(None, "a key here looks like an API key or token (it is not shown here)",
+                                 hint=SECRET_HINT)
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
