@@ -128,13 +128,14 @@ def _read_jsonl(root: Path, path: Path, file: str) -> list[Instance]:
         try:
             data = json.loads(line, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
-            raise InputError(file, f"invalid JSON: {exc.msg} at column {exc.colno}", line=number,
+            raise InputError(file, f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", line=number,
                              hint="each line must be one complete JSON object") from None
         except RecursionError:
             raise InputError(file, "invalid JSON: values are nested too deeply", line=number,
                              hint="flatten the object") from None
         except ValueError as exc:  # NaN/Infinity, or an integer with thousands of digits
-            raise InputError(file, f"invalid JSON: {str(exc).splitlines()[0]}", line=number,
+            problem = str(exc).splitlines()[0] if "digits" not in str(exc) else "a number has thousands of digits"
+            raise InputError(file, f"invalid JSON: {problem}", line=number,
                              hint="write plain finite numbers (or quote the value as text)") from None
         instance = _instance_from(data, file, number, "each line")
         if _non_finite(instance.expected) or _non_finite(instance.inputs):

@@ -294,7 +294,7 @@ def syntax_problem(source: str) -> tuple[str, int | None] | None:
     for node in tree.find_all((jinja2.nodes.Include, jinja2.nodes.Extends, jinja2.nodes.Import,
                                jinja2.nodes.FromImport)):
         tag = {"Include": "include", "Extends": "extends"}.get(type(node).__name__, "import")
-        return f"{{% {tag} %}} is not supported: a prompt template is a single file", node.lineno
+        return f"{{% {tag} %}} is not supported", node.lineno
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         attr = node.attr if isinstance(node, jinja2.nodes.Getattr) else (
             node.arg.value if isinstance(node.arg, jinja2.nodes.Const) else None)
@@ -320,7 +320,7 @@ def parse_template(source: str, module: str) -> PromptTemplate:
         else:
             message = f"template syntax error: {message}"
             hint = "fix the Jinja syntax ({{ var }}, {% if %}...{% endif %})"
-        raise InputError(module, message, line=line, hint=hint)
+        raise InputError(module, message.rstrip("."), line=line, hint=hint)
     return PromptTemplate(module, source, template_variables(source))
 
 

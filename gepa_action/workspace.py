@@ -339,8 +339,8 @@ def _check_render(module: str, template: PromptTemplate, variables: dict[str, An
     except TemplateRenderError as exc:
         if uses_standin and exc.kind in ("error", "attribute"):
             return  # may depend on what the earlier step really answers
-        raise InputError(module, f"cannot be rendered for instance '{inst.id}' of {eval_set.file}: {exc}",
-                         hint=exc.hint) from None
+        raise InputError(module, f"cannot be rendered for instance '{inst.id}' of {eval_set.file}: "
+                         f"{str(exc).rstrip('.')}", hint=exc.hint) from None
 
 
 def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) -> Task:

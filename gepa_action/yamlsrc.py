@@ -93,7 +93,7 @@ def _convert(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: st
                              line=line, hint="write the values out, or use fewer aliases")
     if depth > MAX_DEPTH:
         raise InputError(file, f"values are nested more than {MAX_DEPTH} levels deep", line=line,
-                         key=format_key(path) or None, hint="flatten the structure")
+                         hint="flatten the structure")
     if node.tag not in _PLAIN_TAGS:
         raise InputError(file, f"the YAML tag '{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not supported",
                          line=line, key=format_key(path) or None,
