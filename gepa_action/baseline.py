@@ -318,7 +318,7 @@ def lock_path(root: Path) -> Path:
 def load(root: Path) -> Baseline | None:
     """The lock in `root`, validated; None when there is none. A malformed lock is an `InputError`
     naming its line (an unresolved merge conflict says so)."""
-    from .paths import read_text_inside
+    from .paths import read_text_inside, reading
 
     path = lock_path(root)
     if not path.exists() and not path.is_symlink():
@@ -327,7 +327,8 @@ def load(root: Path) -> Baseline | None:
         text = read_text_inside(root, LOCK_NAME, LOCK_NAME, what="lock file")
     except InputError as exc:  # outside the workspace, not a file, not UTF-8: regenerate it
         raise InputError(LOCK_NAME, exc.message, line=exc.line, hint=_FIX) from None
-    return parse(text)
+    with reading(LOCK_NAME, "lock file"):
+        return parse(text)
 
 
 def parse(text: str) -> Baseline:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .paths import MAX_EVAL_BYTES, read_bytes_inside
+from .paths import MAX_EVAL_BYTES, read_bytes_inside, reading
 from .yamlsrc import Doc, load_yaml
 
 SPLITS = ("train", "val", "test")
@@ -200,7 +200,13 @@ def load_eval_set(path: Path, file: str, *, name: str, version: str,
     The file must resolve inside `root` (the workspace; default: the file's own folder), so neither
     `eval.path: ../x.jsonl` nor a committed symlink sends data from elsewhere to a model.
     """
-    root = root if root is not None else path.parent
+    with reading(file, "eval set file"):
+        return _load_eval_set(path, file, name=name, version=version, fractions=fractions, seed=seed,
+                              root=root if root is not None else path.parent)
+
+
+def _load_eval_set(path: Path, file: str, *, name: str, version: str, fractions: tuple[float, float, float],
+                   seed: int, root: Path) -> EvalSet:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         instances = _read_jsonl(root, path, file)

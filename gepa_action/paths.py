@@ -16,9 +16,10 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InputError, RunError
+from .errors import GepaError, InputError, RunError
 
 #: Upper bounds on what is read into memory. A prompt, config or lock past these is a mistake or an attack.
 MAX_TEXT_BYTES = 4 * 1024 * 1024
@@ -165,3 +166,24 @@ def write_inside(root: Path, path: str | Path, text: str, display: str | None = 
             raise RunError(f"{name}: cannot write: {exc.strerror or exc}; the file was left as it was") from None
         raise
     return target
+
+
+@contextlib.contextmanager
+def reading(name: str, what: str = "file") -> Iterator[None]:
+    """Turn anything unforeseen that reading a user's file raises into one line naming that file.
+
+    The specific checks (syntax, types, limits) give better messages and come first; this guard is for
+    the input nobody thought of, which must still end as `FILE: ...`, exit 2, and no traceback.
+    """
+    try:
+        yield
+    except GepaError:
+        raise
+    except RecursionError:
+        raise InputError(name, f"the {what} is nested too deeply to read", hint="flatten its structure") from None
+    except MemoryError:
+        raise InputError(name, f"the {what} is too large to read into memory", hint="make it smaller") from None
+    except (OSError, ValueError, TypeError, LookupError, ArithmeticError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InputError(name, f"cannot read the {what}: {type(exc).__name__}: {detail}",
+                         hint="check the file's content against the README") from None

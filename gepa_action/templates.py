@@ -326,13 +326,14 @@ def parse_template(source: str, module: str) -> PromptTemplate:
 
 def load_template(path: Path, module: str, root: Path | None = None) -> PromptTemplate:
     """Read a template file from the workspace; it must resolve inside `root` (default: its folder)."""
-    from .paths import read_text_inside
+    from .paths import read_text_inside, reading
 
     source = read_text_inside(root if root is not None else path.parent, path, module, what="template file",
                               max_bytes=MAX_TEMPLATE_BYTES, missing_hint="create it or fix the path in gepa.yaml")
     if not source.strip():
         raise InputError(module, "template is empty", hint="write the prompt text into it")
-    return parse_template(source, module)
+    with reading(module, "template file"):
+        return parse_template(source, module)
 
 
 @lru_cache(maxsize=512)

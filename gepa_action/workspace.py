@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
+from .paths import reading
 from .templates import PromptTemplate, TemplateRenderError, load_template, render
 from .yamlsrc import Doc, Section, load_yaml
 
@@ -425,7 +426,8 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     if gate_section is not None:
         gate_section.check_keys(("tolerance",))
         gate = GateConfig(tolerance=gate_section.number("tolerance", None, minimum=0, maximum=1))
-    lm = _parse_lm(doc)
+    with reading(display, "config"):
+        lm = _parse_lm(doc)
     raw_tasks: Any = doc.section().get("tasks", list, required=True)
     if not raw_tasks:
         raise doc.error(("tasks",), "no tasks defined", hint="add at least one task under 'tasks:'")
@@ -433,7 +435,8 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     names: set[str] = set()
     for index in range(len(raw_tasks)):
         try:
-            tasks.append(_load_task(doc, index, root, lm, names))
+            with reading(display, "config"):  # anything unforeseen still names the file
+                tasks.append(_load_task(doc, index, root, lm, names))
         except InputError as exc:
             if errors is None:
                 raise

@@ -147,6 +147,8 @@ _SCALAR_LOADER = yaml.SafeLoader("")
 
 def parse_yaml(text: str, file: str) -> Doc:
     """Parse YAML text into a `Doc`; any problem becomes an `InputError` naming the file and line."""
+    from .paths import reading
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -169,7 +171,8 @@ def parse_yaml(text: str, file: str) -> Doc:
     except yaml.YAMLError as exc:
         raise InputError(file, f"invalid YAML: {str(exc).splitlines()[0]}") from None
     lines: dict[KeyPath, int] = {}
-    data = None if node is None else _convert(node, (), lines, file)
+    with reading(file):
+        data = None if node is None else _convert(node, (), lines, file)
     return Doc(file, data, lines)
 
 
