@@ -83,6 +83,16 @@ class OneLineErrors(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange lets `nan` through (every comparison with NaN is false); a limit must be a number."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 class Context:
     """Where the workspace is, as given by -C / --config."""
 
@@ -220,7 +230,7 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @main.command()
 @click.argument("tasks", nargs=-1)
 @click.option("--budget", type=click.IntRange(min=1), help="Max metric calls per task (overrides gepa.yaml).")
-@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
+@click.option("--max-minutes", type=FiniteFloatRange(min=0, min_open=True),
               help="Wall-time limit of the search per task (overrides gepa.yaml); test scoring comes on top.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
 @click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
@@ -379,7 +389,7 @@ def hook_check(ctx: click.Context, files: tuple[Path, ...], config: Path | None)
 
 @hook.command("eval")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--tolerance", type=click.FloatRange(0, 1),
+@click.option("--tolerance", type=FiniteFloatRange(0, 1),
               help="How far a task's val score may drop below its baseline [default: gate.tolerance in gepa.yaml, "
                    "else 0].")
 @click.option("--strict", is_flag=True,

@@ -62,6 +62,11 @@ class EvalSet:
         return InputError(self.file, f"instance '{instance.id}': {message}", line=instance.line, hint=hint)
 
 
+def _kind(value: Any) -> str:
+    return {bool: "true/false", float: "a number with a fraction", dict: "an object", list: "a list"}.get(
+        type(value), type(value).__name__)
+
+
 def _instance_from(data: Any, file: str, line: int | None, where: str) -> Instance:
     if not isinstance(data, dict):
         raise InputError(file, f"{where} must be an object with 'id' and 'inputs'", line=line)
@@ -70,7 +75,10 @@ def _instance_from(data: Any, file: str, line: int | None, where: str) -> Instan
         raise InputError(file, f"unknown field '{unknown[0]}'", line=line,
                          hint=f"allowed fields: {', '.join(INSTANCE_KEYS)} (put extra data under 'inputs')")
     raw_id = data.get("id")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or str(raw_id).strip() == "":
+    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
+        raise InputError(file, f"'id' must be a string or an integer, got {_kind(raw_id)}", line=line,
+                         hint="give every instance a unique string id")
+    if raw_id is None or str(raw_id).strip() == "":
         raise InputError(file, "missing or empty 'id'", line=line, hint="give every instance a unique string id")
     inputs = data.get("inputs", {})
     if inputs is None:
@@ -100,6 +108,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: json.loads would silently keep the last of two."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key '{key}' in one object")
+        out[key] = value
+    return out
+
+
 def _non_finite(value: Any, depth: int = 0) -> bool:
     """Whether a NaN or an infinity hides anywhere in `value` (it breaks scores, hashes and JSON reports)."""
     if isinstance(value, float):
@@ -126,7 +144,7 @@ def _read_jsonl(root: Path, path: Path, file: str) -> list[Instance]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line, parse_constant=_refuse_constant)
+            data = json.loads(line, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise InputError(file, f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", line=number,
                              hint="each line must be one complete JSON object") from None

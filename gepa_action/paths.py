@@ -125,7 +125,7 @@ def read_text_inside(root: Path, path: str | Path, display: str | None = None, *
     except UnicodeDecodeError as exc:
         raise InputError(name, f"not UTF-8 text (byte {exc.start} of the line is invalid)",
                          line=line_of_byte(data, exc.start), hint="save the file as UTF-8") from None
-    return text.replace("\r\n", "\n")
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as read_text did
 
 
 def write_inside(root: Path, path: str | Path, text: str, display: str | None = None) -> Path:

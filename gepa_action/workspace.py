@@ -350,9 +350,10 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     section = Section(doc, ("tasks", index), doc.data["tasks"][index])
     section.check_keys(TASK_KEYS)
     name = section.get("name", str, required=True)
-    if not name or not set(name) <= _NAME_CHARS:
+    if not name or not set(name) <= _NAME_CHARS or name.startswith((".", "-")):
         raise section.error("name", f"'{name}' is not a valid task name",
-                            hint="use letters, digits, '-', '_' and '.' (it becomes part of branch names)")
+                            hint="start with a letter or digit, then use letters, digits, '-', '_' and '.' "
+                                 "(it becomes part of branch names)")
     if name in names:
         raise section.error("name", f"a task named '{name}' is defined twice", hint="task names must be unique")
     names.add(name)

@@ -293,6 +293,23 @@ CASES = [
          must=("gepa.yaml:13", "tasks[0].metric.pattern", "longer than")),
     Case("regex-catastrophic-expected", config=REGEX_EXPECTED, args=("eval",), answer="a" * 40 + "!",
          files=evals(row(expected="^(\\w|\\s|.)*\\d$")), must=("evals/set.jsonl:1", "expected", "longer than")),
+    # ---- more of the same kinds, worded differently
+    Case("version-nan", config=sub("version: \"1\"", "version: .nan"), must=("gepa.yaml:12", "eval.version", "finite")),
+    Case("task-name-dots", config=sub("name: triage", "name: '..'"), must=("gepa.yaml:6", "tasks[0].name")),
+    Case("json-duplicate-key", files=evals('{"id": "r1", "inputs": {"text": "x"}, "expected": "a", "expected": "b"}\n'),
+         must=("evals/set.jsonl:1", "duplicate key 'expected'")),
+    Case("json-id-float", files=evals('{"id": 1.5, "inputs": {"text": "x"}, "expected": "bug"}\n'),
+         must=("evals/set.jsonl:1", "'id' must be a string or an integer")),
+    Case("lock-score-nan", files={"gepa.lock": LOCK_HEAD + "  triage:\n    eval_set: {name: s, version: '1', "
+                                  "sha256: x}\n    models: {task: m}\n    scores: {val: .nan}\n"
+                                  "    split_sizes: {val: 1}\n    templates: {a.j2: x}\n    metric: x\n"},
+         must=("gepa.lock:6", "tasks.triage.scores.val", "finite")),
+    Case("metric-fifo", config=PY_METRIC, files={"metrics/m.py": Fifo()}, must=("gepa.yaml:13", "not a regular file")),
+    Case("metric-folder", config=PY_METRIC, files={"metrics/m.py": Folder()}, must=("gepa.yaml:13", "folder")),
+    Case("template-deep-parens", files=template("{{ text }}{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}"),
+         must=("prompts/user.j2", "nested too deeply")),
+    Case("tolerance-nan", args=("hook", "eval", "--tolerance", "nan"), must=("--tolerance", "finite")),
+    Case("max-minutes-option-nan", args=("tune", "--max-minutes", "nan"), must=("--max-minutes", "finite")),
     # ---- command line: click's usage errors as one line too
     Case("budget-negative", args=("tune", "--budget", "-1"), must=("--budget", "-1")),
     Case("budget-not-a-number", args=("tune", "--budget", "abc"), must=("--budget", "abc")),
