@@ -197,16 +197,20 @@ class _Watchdog:
         self._fired: set[int] = set()
         self._tokens = 0
         self._thread: threading.Thread | None = None
+        self._next_wake = math.inf
 
     def start(self, seconds: float) -> int:
         with self._lock:
             self._tokens += 1
             token = self._tokens
-            self._deadlines[token] = (time.monotonic() + seconds, threading.get_ident())
+            deadline = time.monotonic() + seconds
+            self._deadlines[token] = (deadline, threading.get_ident())
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="gepa-render-watchdog", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if deadline < self._next_wake:  # only wake the thread when it would otherwise sleep past this one
+                self._next_wake = deadline
+                self._wake.notify()
             return token
 
     def stop(self, token: int) -> bool:
@@ -229,7 +233,8 @@ class _Watchdog:
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
                                                                    ctypes.py_object(_RenderTimeout))
                 pending = [d for t, (d, _) in self._deadlines.items() if t not in self._fired]
-                self._wake.wait(max(0.0, min(pending) - now) + 0.005 if pending else None)
+                self._next_wake = min(pending) if pending else math.inf
+                self._wake.wait(max(0.0, self._next_wake - now) + 0.005 if pending else None)
 
 
 class _RenderTimeout(BaseException):  # noqa: N818 - a BaseException so no `except Exception` in Jinja eats it
