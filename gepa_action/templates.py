@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import InputError
 
@@ -53,7 +53,8 @@ def _check_number(value: Any, what: str) -> None:
                                  f"of {MAX_SIZE:,}")
 
 
-_WIDE_FORMAT = re.compile(r"%[-#0 +]*(\d{7,}|\*)|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
+# A width or precision of seven digits or more (or one taken from the arguments, `*`) in a `%` or `{}` format.
+_WIDE_FORMAT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\d{7,}|\*|\d*\.(?:\d{7,}|\*))|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
 
 
 def _check_format(template: Any, what: str) -> None:
@@ -79,8 +80,9 @@ class _BoundedCodeGenerator(CodeGenerator):
         self.write("))")
 
 
-class BoundedSandbox(SandboxedEnvironment):
-    """Jinja's sandbox (no attribute escapes, ranges of at most 100,000) plus size bounds.
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox (no attribute escapes, ranges of at most 100,000, no `append`/`update`
+    on lists and dicts, so a render cannot change an instance's inputs for the next one) plus size bounds.
 
     `*`, `**`, `+` and `%` are intercepted so their results are bounded before they are built (Jinja
     then also stops folding them at compile time); every call and filter has its numeric arguments
@@ -249,7 +251,7 @@ RENDER_HINTS = {
     "missing": "add the variable under inputs, or change the template",
     "attribute": "check the inputs' objects have that key, or change the template",
     "sandbox": "templates may not reach Python internals (names starting with '_', methods of classes, "
-               "modules); remove that expression",
+               "modules) nor change their inputs (append, update, pop, ...); remove that expression",
     "include": "a prompt template is a single file: {% include %}, {% extends %} and {% import %} are not "
                "supported; paste the text into the template",
     "limit": f"keep loops and repeats small: a prompt renders within {MAX_RENDER_SECONDS:g} s to at most "

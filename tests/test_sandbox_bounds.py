@@ -80,6 +80,10 @@ def test_only_the_slow_render_of_several_threads_times_out() -> None:
     "{{ (s * 100)|replace('x', s * 100)|replace('x', s) }}",
     "{{ lipsum(100000000) }}",
     "{{ range(100000)|join(s) }}",
+    "{{ '%(a)999999999s' % {'a': s} }}",
+    "{{ '%.999999999f' % 1 }}",
+    "{{ '{:.999999999f}'.format(1) }}",
+    "{{ '{0:{1}}'.format(s, 999999999) }}",
     "{% for i in range(100000) %}{{ s }}{% endfor %}",
 ])
 def test_size_bombs_stop_before_they_allocate(source: str) -> None:
@@ -127,3 +131,12 @@ def test_ordinary_templates_still_render() -> None:
               "{{ cycler('a', 'b').next() }}{{ 2 ** 10 }}")
     out = render(source, {"name": "ann", "n": 42, "items": ["x", "y"]})
     assert out == "- BUG\n- BILLING\nann     |   42 ann!ann!ann! x, ya1024"
+
+
+def test_a_render_cannot_change_the_inputs_of_the_next_one() -> None:
+    inputs = {"items": ["a"], "meta": {"k": "v"}}
+    for source in ("{{ items.append(items) }}", "{{ meta.update(k='x') }}", "{{ items.pop() }}"):
+        with pytest.raises(TemplateRenderError) as info:
+            render(source, inputs)
+        assert info.value.kind == "sandbox"
+    assert inputs == {"items": ["a"], "meta": {"k": "v"}}
