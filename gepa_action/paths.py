@@ -42,9 +42,11 @@ def confine(root: Path, path: str | Path, display: str | None = None, *, what: s
     name = display if display is not None else str(path)
     base = real_root(root)
     candidate = Path(path) if Path(path).is_absolute() else base / path
+    if "\x00" in str(candidate):
+        raise InputError(name, f"the {what} path contains a NUL character", hint="fix the path")
     try:
         resolved = Path(os.path.realpath(candidate))
-    except (OSError, RuntimeError, ValueError):  # a symlink loop, an embedded NUL
+    except (OSError, RuntimeError, ValueError):  # a symlink loop
         raise InputError(name, f"the {what} path cannot be resolved (a symlink loop?)",
                          hint="replace the symlink by a regular file") from None
     if resolved != base and base not in resolved.parents:

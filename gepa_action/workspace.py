@@ -373,9 +373,10 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     assert eval_section is not None
     eval_section.check_keys(("path", "version", "name"))
     eval_file = eval_section.get("path", str, required=True)
-    if not eval_file.strip() or Path(eval_file).is_absolute() or ".." in Path(eval_file).parts:
+    if not eval_file.strip() or Path(eval_file).is_absolute() or ".." in Path(eval_file).parts \
+            or Path(eval_file).name in ("", "."):
         raise eval_section.error("path", f"'{eval_file}' is outside the workspace" if eval_file.strip()
-                                 else "expected the path of an eval set file",
+                                 and Path(eval_file).name not in ("", ".") else "expected the path of an eval set file",
                                  hint="eval sets live in the repository; use a path relative to gepa.yaml")
     version = eval_section.get("version", (str, int, float))
     if version is None:

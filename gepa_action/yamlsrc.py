@@ -112,6 +112,8 @@ def _convert(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: st
         return _SCALAR_LOADER.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, OverflowError) as exc:  # e.g. a timestamp like 2024-13-45
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "digits" in problem:
+            problem = "a number has thousands of digits"
         raise InputError(file, f"invalid value: {problem}", line=line, key=format_key(path) or None,
                          hint="quote the value to keep it as text") from None
 

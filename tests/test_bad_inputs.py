@@ -310,6 +310,13 @@ CASES = [
          must=("prompts/user.j2", "nested too deeply")),
     Case("tolerance-nan", args=("hook", "eval", "--tolerance", "nan"), must=("--tolerance", "finite")),
     Case("max-minutes-option-nan", args=("tune", "--max-minutes", "nan"), must=("--max-minutes", "finite")),
+    Case("eval-path-dot", config=sub("path: evals/set.jsonl", "path: ."),
+         must=("gepa.yaml:11", "tasks[0].eval.path", "path of an eval set file")),
+    Case("eval-path-nul", config=sub("path: evals/set.jsonl", 'path: "evals/\\0.jsonl"'),
+         must=("evals/", "NUL character")),
+    Case("yaml-eval-huge-int", config=YAML_EVAL,
+         files={"evals/set.yaml": "- id: a\n  inputs: {text: x}\n  expected: " + "9" * 5000 + "\n"},
+         must=("evals/set.yaml:3", "thousands of digits")),
     # ---- command line: click's usage errors as one line too
     Case("budget-negative", args=("tune", "--budget", "-1"), must=("--budget", "-1")),
     Case("budget-not-a-number", args=("tune", "--budget", "abc"), must=("--budget", "abc")),
