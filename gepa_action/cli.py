@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .errors import GepaError, InputError
+from .errors import GepaError, InputError, redact_secrets
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,7 +29,7 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GepaError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact_secrets(' '.join(str(exc).splitlines()))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: answers received so far are kept in the response cache", err=True)
@@ -46,8 +46,6 @@ def friendly_errors(func: F) -> F:
 
 
 def _unexpected(exc: BaseException) -> str:
-    from .errors import redact_secrets
-
     if isinstance(exc, RecursionError):
         what = "an input is nested too deeply"
     elif isinstance(exc, MemoryError):
