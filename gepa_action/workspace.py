@@ -7,6 +7,7 @@ so later stages can trust it and errors point at the YAML line that caused them.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
 from .paths import reading
-from .templates import PromptTemplate, TemplateRenderError, load_template, render
+from .templates import RENDER_HINTS, PromptTemplate, TemplateRenderError, load_template, render
 from .yamlsrc import Doc, Section, load_yaml
 
 if TYPE_CHECKING:  # metrics -> lm -> workspace would be a cycle at import time
@@ -301,6 +302,11 @@ def _parse_budget(task: Section) -> BudgetConfig:
     )
 
 
+#: A template whose renders add up to more than this while averaging over SLOW_RENDER_EACH is refused
+#: (each render stays under the 2 s limit, but a thousand of them would stall `check` for half an hour;
+#: an ordinary prompt renders in well under a millisecond).
+SLOW_RENDER_TOTAL = 10.0
+SLOW_RENDER_EACH = 0.01
 #: Offline, a later step's input stands in for the output of an earlier step that `check` cannot call.
 STEP_OUTPUT_STANDIN = "(the output of an earlier step)"
 
@@ -313,7 +319,8 @@ def _check_variables(task_name: str, steps: tuple[Step, ...], templates: dict[st
     `check` and `eval` both load through here, so a template that can never render (a sandbox escape,
     a loop that never ends, a billion-character repeat) fails offline, before anything is paid for.
     """
-    for inst in eval_set.instances:
+    spent: dict[str, float] = {}
+    for count, inst in enumerate(eval_set.instances, start=1):
         available = set(inst.inputs)
         variables: dict[str, Any] = dict(inst.inputs)
         for step in steps:
@@ -321,8 +328,14 @@ def _check_variables(task_name: str, steps: tuple[Step, ...], templates: dict[st
                 for var in sorted(templates[module].variables - available):
                     raise eval_set.error_at(inst, f"has no input '{var}', which {module} uses",
                                             hint=f"add \"{var}\" under inputs, or change the template")
+                start = time.monotonic()
                 _check_render(module, templates[module], variables, inst, eval_set,
                               uses_standin=any(s.output in templates[module].variables for s in steps if s.output))
+                spent[module] = spent.get(module, 0.0) + time.monotonic() - start
+                if spent[module] > SLOW_RENDER_TOTAL and spent[module] / count > SLOW_RENDER_EACH:
+                    raise InputError(module, f"rendering it for the first {count} instances of {eval_set.file} took "
+                                     f"{spent[module]:.0f} s ({spent[module] / count * 1000:.0f} ms each)",
+                                     hint=RENDER_HINTS["limit"])
             if step.output:
                 if step.output in inst.inputs:
                     raise eval_set.error_at(inst, f"input '{step.output}' clashes with the output of step "

@@ -140,3 +140,20 @@ def test_a_render_cannot_change_the_inputs_of_the_next_one() -> None:
             render(source, inputs)
         assert info.value.kind == "sandbox"
     assert inputs == {"items": ["a"], "meta": {"k": "v"}}
+
+
+def test_check_refuses_a_template_that_is_slow_on_every_instance(tmp_path, monkeypatch) -> None:
+    """Each render stays under the time limit, but all of them together would stall `check`."""
+    from workspace_factory import make_workspace
+
+    from gepa_action import workspace as workspace_module
+    from gepa_action.errors import InputError
+
+    monkeypatch.setattr(workspace_module, "SLOW_RENDER_TOTAL", 0.3)
+    rows = [{"id": f"r{i}", "inputs": {"text": "y" * 700}, "expected": "bug"} for i in range(200)]
+    root = make_workspace(tmp_path, {"prompts/user.j2": "{% for a in text %}{% for b in text %}{% endfor %}"
+                                                         "{% endfor %}{{ text }}"}, instances=rows)
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"prompts/user\.j2: rendering it for the first \d+ instances"):
+        workspace_module.load_workspace(workspace_module.find_config(root))
+    assert time.monotonic() - start < 5
