@@ -250,7 +250,7 @@ _WATCHDOG = _Watchdog()
 RENDER_HINTS = {
     "missing": "add the variable under inputs, or change the template",
     "attribute": "check the inputs' objects have that key, or change the template",
-    "sandbox": "templates may not reach Python internals (names starting with '_', methods of classes, "
+    "sandbox": "templates may not reach Python internals (dunder names like __class__, private attributes, "
                "modules) nor change their inputs (append, update, pop, ...); remove that expression",
     "include": "a prompt template is a single file: {% include %}, {% extends %} and {% import %} are not "
                "supported; paste the text into the template",
@@ -290,7 +290,8 @@ def syntax_problem(source: str) -> tuple[str, int | None] | None:
 
     Besides Jinja syntax this refuses, without rendering, what can never render in the sandbox:
     `{% include %}`/`{% extends %}`/`{% import %}` (a prompt is one file, there is no loader) and
-    attributes starting with `_` (the way out of a sandbox, e.g. `__mro__`).
+    dunder and name-mangled attributes (the way out of a sandbox, e.g. `__mro__`); other `_` names are
+    left to the sandbox at render time, since `doc._id` may be a key of an input.
     """
     try:
         tree = _ENV.parse(source)
@@ -305,8 +306,9 @@ def syntax_problem(source: str) -> tuple[str, int | None] | None:
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         attr = node.attr if isinstance(node, jinja2.nodes.Getattr) else (
             node.arg.value if isinstance(node.arg, jinja2.nodes.Const) else None)
-        if isinstance(attr, str) and attr.startswith("_"):
-            return f"the attribute '{attr}' is blocked by the template sandbox (names starting with '_')", node.lineno
+        # Dunder and name-mangled attributes are how sandbox escapes start; a plain `_id` may be a dict key.
+        if isinstance(attr, str) and "__" in attr and (isinstance(node, jinja2.nodes.Getattr) or attr.endswith("__")):
+            return f"the attribute '{attr}' is blocked by the template sandbox (Python internals)", node.lineno
     return None
 
 

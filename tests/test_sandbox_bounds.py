@@ -118,7 +118,8 @@ def test_each_failure_has_its_own_kind_and_hint(source: str, kind: str) -> None:
     ("{% extends 'x.j2' %}", "{% extends %} is not supported"),
     ("{% from 'x.j2' import y %}", "{% import %} is not supported"),
     ("{{ x.__class__ }}", "'__class__' is blocked"),
-    ("{{ x['_private'] }}", "'_private' is blocked"),
+    ("{{ x['__class__'] }}", "'__class__' is blocked"),
+    ("{{ self._TemplateReference__context }}", "'_TemplateReference__context' is blocked"),
 ])
 def test_what_can_never_render_is_refused_without_rendering(source: str, problem: str) -> None:
     found = syntax_problem(source)
@@ -157,3 +158,11 @@ def test_check_refuses_a_template_that_is_slow_on_every_instance(tmp_path, monke
     with pytest.raises(InputError, match=r"prompts/user\.j2: rendering it for the first \d+ instances"):
         workspace_module.load_workspace(workspace_module.find_config(root))
     assert time.monotonic() - start < 5
+
+
+def test_keys_starting_with_an_underscore_stay_usable() -> None:
+    assert syntax_problem("{{ doc._id }} {{ doc['_rev'] }}") is None
+    assert render("{{ doc._id }} {{ doc['_rev'] }}", {"doc": {"_id": "a1", "_rev": "2"}}) == "a1 2"
+    with pytest.raises(TemplateRenderError) as info:
+        render("{{ text._private }}", {"text": "x"})  # an object's private attribute: the sandbox says no
+    assert info.value.kind in ("sandbox", "attribute")
