@@ -54,7 +54,13 @@ def _check_number(value: Any, what: str) -> None:
 
 
 # A width or precision of seven digits or more (or one taken from the arguments, `*`) in a `%` or `{}` format.
-_WIDE_FORMAT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\d{7,}|\*|\d*\.(?:\d{7,}|\*))|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
+# A nested `{}` inside a format spec takes the width from the arguments, so it is refused too.
+_WIDE_FORMAT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\d{7,}|\*|\d*\.(?:\d{7,}|\*))"
+                          r"|\{[^{}]*:[^{}]*(?:\d{7,}|\{)")
+#: Methods and filters whose numeric argument is the size of what they build (`'x'.center(10**9)`). Other
+#: numbers are data (`'{:,}'.format(25000000)`, `default(10000000)`) and are not limited.
+_SIZE_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "generate_lorem_ipsum"})
+_SIZE_FILTERS = frozenset({"center", "indent"})
 
 
 def _check_format(template: Any, what: str) -> None:
@@ -114,10 +120,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if _sized(left) + _sized(right) > MAX_SIZE and isinstance(left, (str, list, tuple)):
                 raise TemplateLimitError(f"'+' would build a value over the limit of {MAX_SIZE:,} items")
         elif operator == "%":
-            _check_format(left, "'%' formatting")
-            if isinstance(left, str):
-                for arg in right if isinstance(right, tuple) else (right,):
-                    _check_number(arg, "'%' formatting")
+            _check_format(left, "'%' formatting")  # `%*d` is refused there, so no argument is a width
         return _check_size(super().call_binop(context, operator, left, right), f"'{operator}'")
 
     def bounded_concat(self, parts: tuple[Any, ...]) -> str:
@@ -127,9 +130,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805, B902
         name = getattr(__obj, "__name__", "a call")
-        what = "range()" if name == "safe_range" else f"{name}()"
-        for arg in (*args, *kwargs.values()):
-            _check_number(arg, what)
+        what = {"safe_range": "range()", "generate_lorem_ipsum": "lipsum()"}.get(name, f"{name}()")
+        if name in _SIZE_METHODS:
+            for arg in (*args, *kwargs.values()):
+                _check_number(arg, what)
         bound_to = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)  # str.format is wrapped
         if name in ("format", "format_map"):
             _check_format(bound_to, what)
@@ -153,8 +157,9 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         rest = args[1:] if pass_arg is not None else args  # the context/environment is not user data
-        for arg in (*rest[1:], *kwargs.values()):
-            _check_number(arg, f"the filter '{name}'")
+        if name in _SIZE_FILTERS:
+            for arg in (*rest[1:], *kwargs.values()):
+                _check_number(arg, f"the filter '{name}'")
         if name == "format" and rest:
             _check_format(rest[0], "the filter 'format'")
         if name == "replace" and rest and isinstance(rest[0], str):
@@ -382,7 +387,8 @@ def render(source: str, variables: dict[str, Any], *, seconds: float = MAX_RENDE
     except TemplateLimitError as exc:
         raise TemplateRenderError(str(exc), kind="limit") from None
     except OverflowError as exc:  # Jinja's own range() cap, or float arithmetic past its range
-        raise TemplateRenderError(f"a number is too large: {exc}", kind="limit") from None
+        problem = "range() of more than 100,000 items" if "MAX_RANGE" in str(exc) else f"a number is too large: {exc}"
+        raise TemplateRenderError(problem, kind="limit") from None
     except (MemoryError, RecursionError) as exc:
         what = "memory" if isinstance(exc, MemoryError) else "nesting depth (recursion)"
         raise TemplateRenderError(f"rendering ran out of {what}", kind="limit") from None

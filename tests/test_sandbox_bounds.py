@@ -166,3 +166,14 @@ def test_keys_starting_with_an_underscore_stay_usable() -> None:
     with pytest.raises(TemplateRenderError) as info:
         render("{{ text._private }}", {"text": "x"})  # an object's private attribute: the sandbox says no
     assert info.value.kind in ("sandbox", "attribute")
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{{ '{:,}'.format(n) }}", "25,000,000"),
+    ("{{ '%d items' % n }}", "25000000 items"),
+    ("{{ x|default(10000000) }}", "10000000"),
+    ("{{ {'k': 1}.get('z', n) }}", "25000000"),
+    ("{{ n * 3 }}", "75000000"),
+])
+def test_large_numbers_as_data_are_not_limits(source: str, expected: str) -> None:
+    assert render(source, {"n": 25_000_000}) == expected
