@@ -318,14 +318,17 @@ def lock_path(root: Path) -> Path:
 def load(root: Path) -> Baseline | None:
     """The lock in `root`, validated; None when there is none. A malformed lock is an `InputError`
     naming its line (an unresolved merge conflict says so)."""
+    from .paths import read_text_inside, reading
+
     path = lock_path(root)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(LOCK_NAME, f"cannot read: {exc}", hint=_FIX) from None
-    return parse(text)
+        text = read_text_inside(root, LOCK_NAME, LOCK_NAME, what="lock file")
+    except InputError as exc:  # outside the workspace, not a file, not UTF-8: regenerate it
+        raise InputError(LOCK_NAME, exc.message, line=exc.line, hint=_FIX) from None
+    with reading(LOCK_NAME, "lock file"):
+        return parse(text)
 
 
 def parse(text: str) -> Baseline:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .errors import GepaError, InputError
+from .errors import GepaError, InputError, redact_secrets
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,13 +29,66 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GepaError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact_secrets(' '.join(str(exc).splitlines()))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: answers received so far are kept in the response cache", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug or an input nobody foresaw: still one line, never a traceback
+            if os.environ.get("GEPA_DEBUG"):
+                raise
+            click.echo(f"error: {_unexpected(exc)}", err=True)
+            sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _unexpected(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        what = "an input is nested too deeply"
+    elif isinstance(exc, MemoryError):
+        what = "out of memory (an input is too large)"
+    else:
+        what = f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return redact_secrets(f"{what}; rerun with GEPA_DEBUG=1 for the traceback and report it if it is a bug")
+
+
+class OneLineErrors(click.Group):
+    """A click group whose usage errors (`--budget -1`, an unknown option) are one `error:` line, exit 2,
+    like every other error of the tool, instead of click's usage block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "gepa-tune"
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            if isinstance(exc, click.BadParameter) and message.startswith("Invalid value for "):
+                name, _, problem = message[len("Invalid value for "):].partition(": ")
+                message = f"{name.strip(chr(39))}: {problem}"
+            click.echo(f"error: {message}; see `{command} --help`", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange lets `nan` through (every comparison with NaN is false); a limit must be a number."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class Context:
@@ -56,7 +109,7 @@ class Context:
         return workspace
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Run as if started in DIR (gepa.yaml is looked up from there).")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
@@ -192,7 +245,7 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @main.command()
 @click.argument("tasks", nargs=-1)
 @click.option("--budget", type=click.IntRange(min=1), help="Max metric calls per task (overrides gepa.yaml).")
-@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
+@click.option("--max-minutes", type=FiniteFloatRange(min=0, min_open=True),
               help="Wall-time limit of the search per task (overrides gepa.yaml); test scoring comes on top.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
 @click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
@@ -355,7 +408,7 @@ def hook_check(ctx: click.Context, files: tuple[Path, ...], config: Path | None)
 
 @hook.command("eval")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--tolerance", type=click.FloatRange(0, 1),
+@click.option("--tolerance", type=FiniteFloatRange(0, 1),
               help="How far a task's val score may drop below its baseline [default: gate.tolerance in gepa.yaml, "
                    "else 0].")
 @click.option("--strict", is_flag=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .paths import MAX_EVAL_BYTES, read_bytes_inside, reading
 from .yamlsrc import Doc, load_yaml
 
 SPLITS = ("train", "val", "test")
@@ -33,6 +35,8 @@ class Instance:
     notes: str | None = None
     line: int | None = None
     fixed_split: bool = field(default=False, compare=False)
+    #: The eval set file it came from, as the user wrote it (for errors that point at the instance).
+    file: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ class EvalSet:
         return InputError(self.file, f"instance '{instance.id}': {message}", line=instance.line, hint=hint)
 
 
+def _kind(value: Any) -> str:
+    return {bool: "true/false", float: "a number with a fraction", dict: "an object", list: "a list"}.get(
+        type(value), type(value).__name__)
+
+
 def _instance_from(data: Any, file: str, line: int | None, where: str) -> Instance:
     if not isinstance(data, dict):
         raise InputError(file, f"{where} must be an object with 'id' and 'inputs'", line=line)
@@ -66,7 +75,10 @@ def _instance_from(data: Any, file: str, line: int | None, where: str) -> Instan
         raise InputError(file, f"unknown field '{unknown[0]}'", line=line,
                          hint=f"allowed fields: {', '.join(INSTANCE_KEYS)} (put extra data under 'inputs')")
     raw_id = data.get("id")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or str(raw_id).strip() == "":
+    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
+        raise InputError(file, f"'id' must be a string or an integer, got {_kind(raw_id)}", line=line,
+                         hint="give every instance a unique string id")
+    if raw_id is None or str(raw_id).strip() == "":
         raise InputError(file, "missing or empty 'id'", line=line, hint="give every instance a unique string id")
     inputs = data.get("inputs", {})
     if inputs is None:
@@ -88,16 +100,40 @@ def _instance_from(data: Any, file: str, line: int | None, where: str) -> Instan
         notes=notes,
         line=line,
         fixed_split=split is not None,
+        file=file,
     )
 
 
-def _read_jsonl(path: Path, file: str) -> list[Instance]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(file, "eval set file not found", hint="create it or fix 'eval.path' in gepa.yaml") from None
-    except OSError as exc:  # a folder where a file should be, no permission, ...
-        raise InputError(file, f"cannot read: {exc.strerror or exc}", hint="check the path and permissions") from None
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: json.loads would silently keep the last of two."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key '{key}' in one object")
+        out[key] = value
+    return out
+
+
+def _non_finite(value: Any, depth: int = 0) -> bool:
+    """Whether a NaN or an infinity hides anywhere in `value` (it breaks scores, hashes and JSON reports)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if depth > 200:
+        return False
+    if isinstance(value, dict):
+        return any(_non_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v, depth + 1) for v in value)
+    return False
+
+
+def _read_jsonl(root: Path, path: Path, file: str) -> list[Instance]:
+    raw = read_bytes_inside(root, path, file, what="eval set file", max_bytes=MAX_EVAL_BYTES,
+                            missing_hint="create it or fix 'eval.path' in gepa.yaml")
     out = []
     raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark some editors write
     for number, line_bytes in enumerate(raw.splitlines(), start=1):
@@ -108,16 +144,27 @@ def _read_jsonl(path: Path, file: str) -> list[Instance]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = json.loads(line, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
-            raise InputError(file, f"invalid JSON: {exc.msg} at column {exc.colno}", line=number,
+            raise InputError(file, f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", line=number,
                              hint="each line must be one complete JSON object") from None
-        out.append(_instance_from(data, file, number, "each line"))
+        except RecursionError:
+            raise InputError(file, "invalid JSON: values are nested too deeply", line=number,
+                             hint="flatten the object") from None
+        except ValueError as exc:  # NaN/Infinity, or an integer with thousands of digits
+            problem = str(exc).splitlines()[0] if "digits" not in str(exc) else "a number has thousands of digits"
+            raise InputError(file, f"invalid JSON: {problem}", line=number,
+                             hint="write plain finite numbers (or quote the value as text)") from None
+        instance = _instance_from(data, file, number, "each line")
+        if _non_finite(instance.expected) or _non_finite(instance.inputs):
+            raise InputError(file, f"instance '{instance.id}': a number is infinite (it overflows a float)",
+                             line=number, hint="write a plain finite number, or quote it as text")
+        out.append(instance)
     return out
 
 
-def _read_yaml(path: Path, file: str) -> list[Instance]:
-    doc: Doc = load_yaml(path, file)
+def _read_yaml(root: Path, path: Path, file: str) -> list[Instance]:
+    doc: Doc = load_yaml(path, file, root=root, max_bytes=MAX_EVAL_BYTES // 8)
     items = doc.data
     prefix: tuple[str | int, ...] = ()
     if isinstance(items, dict):
@@ -130,7 +177,14 @@ def _read_yaml(path: Path, file: str) -> list[Instance]:
         items = []
     if not isinstance(items, list):
         raise doc.error(prefix, "expected a list of instances")
-    return [_instance_from(item, file, doc.line((*prefix, i)), "each instance") for i, item in enumerate(items)]
+    out = []
+    for i, item in enumerate(items):
+        instance = _instance_from(item, file, doc.line((*prefix, i)), "each instance")
+        if _non_finite(instance.expected) or _non_finite(instance.inputs):
+            raise InputError(file, f"instance '{instance.id}': a number is NaN or infinite", line=instance.line,
+                             hint="write a plain finite number, or quote it as text")
+        out.append(instance)
+    return out
 
 
 def content_hash(instances: Iterable[Instance]) -> str:
@@ -157,13 +211,25 @@ def split_of(instance_id: str, fractions: tuple[float, float, float], seed: int)
 
 
 def load_eval_set(path: Path, file: str, *, name: str, version: str,
-                  fractions: tuple[float, float, float] = (0.34, 0.33, 0.33), seed: int = 0) -> EvalSet:
-    """Load, validate and split an eval set (`.jsonl`, `.yaml` or `.yml`)."""
+                  fractions: tuple[float, float, float] = (0.34, 0.33, 0.33), seed: int = 0,
+                  root: Path | None = None) -> EvalSet:
+    """Load, validate and split an eval set (`.jsonl`, `.yaml` or `.yml`).
+
+    The file must resolve inside `root` (the workspace; default: the file's own folder), so neither
+    `eval.path: ../x.jsonl` nor a committed symlink sends data from elsewhere to a model.
+    """
+    with reading(file, "eval set file"):
+        return _load_eval_set(path, file, name=name, version=version, fractions=fractions, seed=seed,
+                              root=root if root is not None else path.parent)
+
+
+def _load_eval_set(path: Path, file: str, *, name: str, version: str, fractions: tuple[float, float, float],
+                   seed: int, root: Path) -> EvalSet:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        instances = _read_jsonl(path, file)
+        instances = _read_jsonl(root, path, file)
     elif suffix in (".yaml", ".yml"):
-        instances = _read_yaml(path, file)
+        instances = _read_yaml(root, path, file)
     else:
         raise InputError(file, f"unsupported eval set format '{suffix or path.name}'",
                          hint="use a .jsonl file (one JSON object per line) or a .yaml list")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import InputError
+from .paths import write_inside
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
 # packaged file -> where it goes in the new workspace (dot-folders do not travel well as package data)
@@ -26,7 +27,7 @@ def write_scaffold(target: Path, *, force: bool = False) -> list[Path]:
     written = []
     for source, dest in FILES.items():
         path = target / dest
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes((SCAFFOLD / source).read_bytes())
+        # confined like every write: with --force, a symlink in the folder cannot redirect it elsewhere
+        write_inside(target, dest, (SCAFFOLD / source).read_text(encoding="utf-8"), str(path))
         written.append(path)
     return written

@@ -62,10 +62,9 @@ class TaskRunner:
             try:
                 content = render(candidate[module], variables)
             except TemplateRenderError as exc:
-                problem = f"missing variable '{exc.variable}'" if exc.variable else str(exc)
-                raise self.task.eval_set.error_at(
-                    instance, f"{module} cannot be rendered: {problem}",
-                    hint="add the variable under inputs, or change the template") from None
+                problem = f"missing variable '{exc.variable}'" if exc.kind == "missing" and exc.variable else str(exc)
+                raise self.task.eval_set.error_at(instance, f"{module} cannot be rendered: {problem}",
+                                                  hint=exc.hint) from None
             messages.append({"role": role, "content": content})
         return messages
 

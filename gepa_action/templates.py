@@ -14,11 +14,14 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import InputError
+from .sandbox import MAX_OUTPUT_CHARS, MAX_RENDER_SECONDS, BoundedSandbox, TemplateLimitError
+from .watchdog import WATCHDOG, DeadlinePassed
 
-_ENV = SandboxedEnvironment(
+MAX_TEMPLATE_BYTES = 1024 * 1024
+
+_ENV = BoundedSandbox(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     trim_blocks=True,
@@ -27,12 +30,34 @@ _ENV = SandboxedEnvironment(
 )
 
 
-class TemplateRenderError(Exception):
-    """Rendering failed for one set of variables; the caller knows which instance that was."""
+#: How to fix each kind of render failure: one message per cause, not one hint for all of them.
+RENDER_HINTS = {
+    "missing": "add the variable under inputs, or change the template",
+    "attribute": "check the inputs' objects have that key, or change the template",
+    "sandbox": "templates may not reach Python internals (dunder names like __class__, private attributes, "
+               "modules) nor change their inputs (append, update, pop, ...); remove that expression",
+    "include": "a prompt template is a single file: {% include %}, {% extends %} and {% import %} are not "
+               "supported; paste the text into the template",
+    "limit": f"keep loops and repeats small: a prompt renders within {MAX_RENDER_SECONDS:g} s to at most "
+             f"{MAX_OUTPUT_CHARS:,} characters",
+    "error": "fix the expression at fault (a filter given the wrong type, a division by zero, ...)",
+}
 
-    def __init__(self, message: str, variable: str | None = None) -> None:
+
+class TemplateRenderError(Exception):
+    """Rendering failed for one set of variables; the caller knows which instance that was.
+
+    `kind` says why (a key of `RENDER_HINTS`), so every caller can give the fix that matches.
+    """
+
+    def __init__(self, message: str, variable: str | None = None, kind: str = "error") -> None:
         super().__init__(message)
         self.variable = variable
+        self.kind = kind
+
+    @property
+    def hint(self) -> str:
+        return RENDER_HINTS.get(self.kind, RENDER_HINTS["error"])
 
 
 @dataclass(frozen=True)
@@ -45,11 +70,29 @@ class PromptTemplate:
 
 
 def syntax_problem(source: str) -> tuple[str, int | None] | None:
-    """Return (message, line) when `source` is not valid Jinja, else None."""
+    """Return (message, line) when `source` is not a usable prompt template, else None.
+
+    Besides Jinja syntax this refuses, without rendering, what can never render in the sandbox:
+    `{% include %}`/`{% extends %}`/`{% import %}` (a prompt is one file, there is no loader) and
+    dunder and name-mangled attributes (the way out of a sandbox, e.g. `__mro__`); other `_` names are
+    left to the sandbox at render time, since `doc._id` may be a key of an input.
+    """
     try:
-        _ENV.parse(source)
+        tree = _ENV.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         return exc.message or "syntax error", exc.lineno
+    except RecursionError:
+        return "the template is nested too deeply", None
+    for node in tree.find_all((jinja2.nodes.Include, jinja2.nodes.Extends, jinja2.nodes.Import,
+                               jinja2.nodes.FromImport)):
+        tag = {"Include": "include", "Extends": "extends"}.get(type(node).__name__, "import")
+        return f"{{% {tag} %}} is not supported", node.lineno
+    for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+        attr = node.attr if isinstance(node, jinja2.nodes.Getattr) else (
+            node.arg.value if isinstance(node.arg, jinja2.nodes.Const) else None)
+        # Dunder and name-mangled attributes are how sandbox escapes start; a plain `_id` may be a dict key.
+        if isinstance(attr, str) and "__" in attr and (isinstance(node, jinja2.nodes.Getattr) or attr.endswith("__")):
+            return f"the attribute '{attr}' is blocked by the template sandbox (Python internals)", node.lineno
     return None
 
 
@@ -63,24 +106,27 @@ def parse_template(source: str, module: str) -> PromptTemplate:
     problem = syntax_problem(source)
     if problem is not None:
         message, line = problem
-        raise InputError(module, f"template syntax error: {message}", line=line,
-                         hint="fix the Jinja syntax ({{ var }}, {% if %}...{% endif %})")
+        if "not supported" in message:
+            hint = RENDER_HINTS["include"]
+        elif "sandbox" in message:
+            hint = RENDER_HINTS["sandbox"]
+        else:
+            message = f"template syntax error: {message}"
+            hint = "fix the Jinja syntax ({{ var }}, {% if %}...{% endif %})"
+        raise InputError(module, message.rstrip("."), line=line, hint=hint)
     return PromptTemplate(module, source, template_variables(source))
 
 
-def load_template(path: Path, module: str) -> PromptTemplate:
-    """Read a template file from the workspace."""
-    try:
-        source = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(module, "template file not found", hint="create it or fix the path in gepa.yaml") from None
-    except OSError as exc:  # a folder where a file should be, no permission, ...
-        raise InputError(module, f"cannot read: {exc.strerror or exc}", hint="check the path and permissions") from None
-    except UnicodeDecodeError:
-        raise InputError(module, "template is not UTF-8 text", hint="save it as UTF-8") from None
+def load_template(path: Path, module: str, root: Path | None = None) -> PromptTemplate:
+    """Read a template file from the workspace; it must resolve inside `root` (default: its folder)."""
+    from .paths import read_text_inside, reading
+
+    source = read_text_inside(root if root is not None else path.parent, path, module, what="template file",
+                              max_bytes=MAX_TEMPLATE_BYTES, missing_hint="create it or fix the path in gepa.yaml")
     if not source.strip():
         raise InputError(module, "template is empty", hint="write the prompt text into it")
-    return parse_template(source, module)
+    with reading(module, "template file"):
+        return parse_template(source, module)
 
 
 @lru_cache(maxsize=512)
@@ -89,19 +135,59 @@ def _compiled(source: str) -> jinja2.Template:
     return _ENV.from_string(source)
 
 
-def render(source: str, variables: dict[str, Any]) -> str:
-    """Render in the sandbox; missing variables and sandbox violations raise TemplateRenderError."""
+def render(source: str, variables: dict[str, Any], *, seconds: float = MAX_RENDER_SECONDS) -> str:
+    """Render in the bounded sandbox; any failure raises TemplateRenderError with its `kind`.
+
+    The output is collected piece by piece so a template that loops out megabytes stops at the
+    size limit, and a watchdog stops one that runs past `seconds` (see `_Watchdog`).
+    """
+    token = None
     try:
-        return _compiled(source).render(**variables).strip()
+        template = _compiled(source)
+        token = WATCHDOG.start(seconds)
+        try:
+            text = _collect(template, variables)
+        finally:
+            if WATCHDOG.stop(token):
+                raise DeadlinePassed
+        return text.strip()
+    except DeadlinePassed:
+        if token is not None:
+            WATCHDOG.stop(token)
+        raise TemplateRenderError(f"rendering took longer than {seconds:g} s", kind="limit") from None
     except jinja2.UndefinedError as exc:
         missing = _missing_name(str(exc))
-        raise TemplateRenderError(str(exc), missing) from None
+        kind = "missing" if "is undefined" in str(exc) else "attribute"
+        raise TemplateRenderError(str(exc), missing, kind=kind) from None
     except jinja2.exceptions.SecurityError as exc:
-        raise TemplateRenderError(f"blocked by the template sandbox: {exc}") from None
+        raise TemplateRenderError(f"blocked by the template sandbox: {exc}", kind="sandbox") from None
+    except (jinja2.TemplateNotFound, jinja2.TemplatesNotFound) as exc:
+        raise TemplateRenderError(f"cannot include other templates ({exc})", kind="include") from None
+    except TemplateLimitError as exc:
+        raise TemplateRenderError(str(exc), kind="limit") from None
+    except OverflowError as exc:  # Jinja's own range() cap, or float arithmetic past its range
+        problem = "range() of more than 100,000 items" if "MAX_RANGE" in str(exc) else f"a number is too large: {exc}"
+        raise TemplateRenderError(problem, kind="limit") from None
+    except (MemoryError, RecursionError) as exc:
+        what = "memory" if isinstance(exc, MemoryError) else "nesting depth (recursion)"
+        raise TemplateRenderError(f"rendering ran out of {what}", kind="limit") from None
     except jinja2.TemplateError as exc:
-        raise TemplateRenderError(str(exc)) from None
+        kind = "include" if "no loader" in str(exc) else "error"
+        raise TemplateRenderError(str(exc) or type(exc).__name__, kind=kind) from None
     except Exception as exc:  # a filter applied to the wrong type, a division by zero, ...
-        raise TemplateRenderError(f"{type(exc).__name__}: {exc}") from None
+        raise TemplateRenderError(f"{type(exc).__name__}: {exc}", kind="error") from None
+
+
+def _collect(template: jinja2.Template, variables: dict[str, Any]) -> str:
+    context = template.new_context(dict(variables))
+    parts: list[str] = []
+    size = 0
+    for chunk in template.root_render_func(context):
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise TemplateLimitError(f"the rendered prompt passes {MAX_OUTPUT_CHARS:,} characters")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def _missing_name(message: str) -> str | None:

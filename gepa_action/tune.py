@@ -25,6 +25,7 @@ from .errors import GepaError, InputError, RunError
 from .evaluate import open_client
 from .lm import Route, check_credentials
 from .local_model import local_routes
+from .paths import write_inside
 from .report import run_report, task_report
 from .report_md import render_report
 from .runs import RunDir, text_hash, utc_now, write_json
@@ -230,9 +231,9 @@ def write_templates(workspace: Workspace, report: dict[str, Any]) -> list[str]:
     for task in report["tasks"]:
         best = task.get("best") or {}
         for module in best.get("changed_modules", []):
-            path = workspace.root / module
             text = best["templates"][module]
-            path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+            # Confined: a template path that is a symlink out of the repository is refused, not written through.
+            write_inside(workspace.root, module, text if text.endswith("\n") else text + "\n", module)
             written.append(module)
     return written
 

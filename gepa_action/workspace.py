@@ -6,13 +6,16 @@ so later stages can trust it and errors point at the YAML line that caused them.
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
-from .templates import PromptTemplate, load_template
+from .paths import reading
+from .templates import RENDER_HINTS, PromptTemplate, TemplateRenderError, load_template, render
 from .yamlsrc import Doc, Section, load_yaml
 
 if TYPE_CHECKING:  # metrics -> lm -> workspace would be a cycle at import time
@@ -140,6 +143,7 @@ LM_KEYS = ("provider", "base_url", "api_key_env", "task_model", "reflection_mode
 TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget")
 ROLES = ("system", "user")
 PROVIDERS = ("openai", "local")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -184,12 +188,14 @@ def _parse_lm(doc: Doc) -> LMConfig:
         raise section.error("base_url", f"'{base_url}' is not an http(s) URL",
                             hint="write it like https://api.openai.com/v1")
     env_name = section.get("api_key_env", str, "OPENAI_API_KEY")
-    if not env_name.replace("_", "").isalnum():
-        raise section.error("api_key_env", f"'{env_name}' is not an environment variable name",
-                            hint="give the NAME of the variable holding the key, e.g. OPENAI_API_KEY")
+    if not _ENV_NAME.fullmatch(env_name):  # never echoed: a mistyped name may be the key itself
+        raise section.error("api_key_env", "not an environment variable name (letters, digits and '_'; the value "
+                            "is not shown here)", hint="give the NAME of the variable holding the key, e.g. "
+                            "OPENAI_API_KEY, never the key itself")
     prices: dict[str, Price] = {}
     price_section = section.child("prices")
     if price_section is not None:
+        price_section.check_keys(list(price_section.data))  # refuses a key-shaped model name unechoed
         for model in price_section.data:
             entry = price_section.child(model)
             assert entry is not None
@@ -296,22 +302,59 @@ def _parse_budget(task: Section) -> BudgetConfig:
     )
 
 
+#: A template whose renders add up to more than this while averaging over SLOW_RENDER_EACH is refused
+#: (each render stays under the 2 s limit, but a thousand of them would stall `check` for half an hour;
+#: an ordinary prompt renders in well under a millisecond).
+SLOW_RENDER_TOTAL = 10.0
+SLOW_RENDER_EACH = 0.01
+#: Offline, a later step's input stands in for the output of an earlier step that `check` cannot call.
+STEP_OUTPUT_STANDIN = "(the output of an earlier step)"
+
+
 def _check_variables(task_name: str, steps: tuple[Step, ...], templates: dict[str, PromptTemplate],
                      eval_set: EvalSet) -> None:
-    """Every template variable must come from the instance or an earlier step, for every instance."""
-    for inst in eval_set.instances:
+    """Every template variable must come from the instance or an earlier step, for every instance, and
+    every template must render in the bounded sandbox with each instance's inputs.
+
+    `check` and `eval` both load through here, so a template that can never render (a sandbox escape,
+    a loop that never ends, a billion-character repeat) fails offline, before anything is paid for.
+    """
+    spent: dict[str, float] = {}
+    for count, inst in enumerate(eval_set.instances, start=1):
         available = set(inst.inputs)
+        variables: dict[str, Any] = dict(inst.inputs)
         for step in steps:
             for _, module in step.messages:
                 for var in sorted(templates[module].variables - available):
                     raise eval_set.error_at(inst, f"has no input '{var}', which {module} uses",
                                             hint=f"add \"{var}\" under inputs, or change the template")
+                start = time.monotonic()
+                _check_render(module, templates[module], variables, inst, eval_set,
+                              uses_standin=any(s.output in templates[module].variables for s in steps if s.output))
+                spent[module] = spent.get(module, 0.0) + time.monotonic() - start
+                if spent[module] > SLOW_RENDER_TOTAL and spent[module] / count > SLOW_RENDER_EACH:
+                    raise InputError(module, f"rendering it for the first {count} instances of {eval_set.file} took "
+                                     f"{spent[module]:.0f} s ({spent[module] / count * 1000:.0f} ms each)",
+                                     hint=RENDER_HINTS["limit"])
             if step.output:
                 if step.output in inst.inputs:
                     raise eval_set.error_at(inst, f"input '{step.output}' clashes with the output of step "
                                             f"'{step.name}' in task '{task_name}'",
                                             hint="rename the step's output or the input")
                 available.add(step.output)
+                variables[step.output] = STEP_OUTPUT_STANDIN
+
+
+def _check_render(module: str, template: PromptTemplate, variables: dict[str, Any], inst: Any, eval_set: EvalSet,
+                  *, uses_standin: bool) -> None:
+    """Render once as `eval` would; with a stand-in step output only the sandbox's own refusals count."""
+    try:
+        render(template.source, variables)
+    except TemplateRenderError as exc:
+        if uses_standin and exc.kind in ("error", "attribute"):
+            return  # may depend on what the earlier step really answers
+        raise InputError(module, f"cannot be rendered for instance '{inst.id}' of {eval_set.file}: "
+                         f"{str(exc).rstrip('.')}", hint=exc.hint) from None
 
 
 def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) -> Task:
@@ -320,9 +363,10 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     section = Section(doc, ("tasks", index), doc.data["tasks"][index])
     section.check_keys(TASK_KEYS)
     name = section.get("name", str, required=True)
-    if not name or not set(name) <= _NAME_CHARS:
+    if not name or not set(name) <= _NAME_CHARS or name.startswith((".", "-")):
         raise section.error("name", f"'{name}' is not a valid task name",
-                            hint="use letters, digits, '-', '_' and '.' (it becomes part of branch names)")
+                            hint="start with a letter or digit, then use letters, digits, '-', '_' and '.' "
+                                 "(it becomes part of branch names)")
     if name in names:
         raise section.error("name", f"a task named '{name}' is defined twice", hint="task names must be unique")
     names.add(name)
@@ -342,6 +386,11 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     assert eval_section is not None
     eval_section.check_keys(("path", "version", "name"))
     eval_file = eval_section.get("path", str, required=True)
+    if not eval_file.strip() or Path(eval_file).is_absolute() or ".." in Path(eval_file).parts \
+            or Path(eval_file).name in ("", "."):
+        raise eval_section.error("path", f"'{eval_file}' is outside the workspace" if eval_file.strip()
+                                 and Path(eval_file).name not in ("", ".") else "expected the path of an eval set file",
+                                 hint="eval sets live in the repository; use a path relative to gepa.yaml")
     version = eval_section.get("version", (str, int, float))
     if version is None:
         raise eval_section.error(None, "missing required key 'version'",
@@ -349,8 +398,8 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
     split = _parse_split(section)
     eval_set = load_eval_set(root / eval_file, Path(eval_file).as_posix(),
                              name=eval_section.get("name", str, Path(eval_file).stem), version=str(version),
-                             fractions=split.fractions(), seed=split.seed)
-    templates = {m: load_template(root / m, m) for m in modules}
+                             fractions=split.fractions(), seed=split.seed, root=root)
+    templates = {m: load_template(root / m, m, root) for m in modules}
     _check_variables(name, steps, templates, eval_set)
     if not section.has("metric"):
         raise section.error(None, "missing required key 'metric'", hint="e.g. metric: exact")
@@ -392,7 +441,8 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     if gate_section is not None:
         gate_section.check_keys(("tolerance",))
         gate = GateConfig(tolerance=gate_section.number("tolerance", None, minimum=0, maximum=1))
-    lm = _parse_lm(doc)
+    with reading(display, "config"):
+        lm = _parse_lm(doc)
     raw_tasks: Any = doc.section().get("tasks", list, required=True)
     if not raw_tasks:
         raise doc.error(("tasks",), "no tasks defined", hint="add at least one task under 'tasks:'")
@@ -400,7 +450,8 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     names: set[str] = set()
     for index in range(len(raw_tasks)):
         try:
-            tasks.append(_load_task(doc, index, root, lm, names))
+            with reading(display, "config"):  # anything unforeseen still names the file
+                tasks.append(_load_task(doc, index, root, lm, names))
         except InputError as exc:
             if errors is None:
                 raise

@@ -8,6 +8,7 @@ key path, and a duplicate key is an error.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
+from .errors import InputError, looks_like_secret
+
+SECRET_HINT = ("remove it from the file (and revoke it if it was committed); export it in an environment "
+               "variable and set lm.api_key_env to that variable's NAME")
 
 KeyPath = tuple[str | int, ...]
 
@@ -58,16 +62,73 @@ class Doc:
         return Section(self, tuple(path), value)
 
 
-def _convert(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> Any:
+#: Limits that keep a hostile YAML file from exhausting the machine: nesting depth, and the number of
+#: values that aliases add when they are expanded (nine nested aliases of nine items are a billion).
+MAX_DEPTH = 64
+MAX_ALIAS_VALUES = 100_000
+
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in
+                        ("str", "int", "float", "bool", "null", "map", "seq", "timestamp"))
+
+
+class _Budget:
+    """Counts the values aliases add across one document, so their expansion cannot grow without bound."""
+
+    def __init__(self) -> None:
+        self.alias_values = 0
+        self.converted: set[int] = set()
+        self.active: set[int] = set()
+
+
+def _convert(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str,
+             budget: _Budget | None = None, depth: int = 0, copying: bool = False) -> Any:
+    budget = budget or _Budget()
+    line = node.start_mark.line + 1
+    copying = copying or id(node) in budget.converted  # a node met again is an alias being expanded
+    budget.converted.add(id(node))
+    if copying:
+        budget.alias_values += 1
+        if budget.alias_values > MAX_ALIAS_VALUES:
+            raise InputError(file, f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values",
+                             line=line, hint="write the values out, or use fewer aliases")
+    if depth > MAX_DEPTH:
+        raise InputError(file, f"values are nested more than {MAX_DEPTH} levels deep", line=line,
+                         hint="flatten the structure")
+    if node.tag not in _PLAIN_TAGS:
+        raise InputError(file, f"the YAML tag '{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not supported",
+                         line=line, key=format_key(path) or None,
+                         hint="remove the tag (the part starting with '!'); quote the value if it is text")
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in budget.active:
+            raise InputError(file, "an alias refers to the value that contains it", line=line,
+                             key=format_key(path) or None, hint="remove the recursive alias (*name)")
+        budget.active.add(id(node))
+        try:
+            return _convert_collection(node, path, lines, file, budget, depth, copying)
+        finally:
+            budget.active.discard(id(node))
+    lines.setdefault(path, line)
+    try:
+        return _SCALAR_LOADER.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:  # e.g. a timestamp like 2024-13-45
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "digits" in problem:
+            problem = "a number has thousands of digits"
+        raise InputError(file, f"invalid value: {problem}", line=line, key=format_key(path) or None,
+                         hint="quote the value to keep it as text") from None
+
+
+def _convert_collection(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str, budget: _Budget,
+                        depth: int, copying: bool) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise InputError(file, "a mapping key must be a plain value", line=key_node.start_mark.line + 1)
-            key = yaml.SafeLoader.construct_scalar(_SCALAR_LOADER, key_node)
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise InputError(file, "YAML merge keys (<<) are not supported", line=key_node.start_mark.line + 1)
+            key = yaml.SafeLoader.construct_scalar(_SCALAR_LOADER, key_node)
             if key in out:
                 raise InputError(
                     file,
@@ -78,18 +139,18 @@ def _convert(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: st
                 )
             child = (*path, str(key))
             lines[child] = key_node.start_mark.line + 1
-            out[str(key)] = _convert(value_node, child, lines, file)
+            out[str(key)] = _convert(value_node, child, lines, file, budget, depth + 1, copying)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
-    return _SCALAR_LOADER.construct_object(node, deep=True)
+    return [_convert(item, (*path, i), lines, file, budget, depth + 1, copying) for i, item in enumerate(node.value)]
 
 
 _SCALAR_LOADER = yaml.SafeLoader("")
 
 
 def parse_yaml(text: str, file: str) -> Doc:
-    """Parse YAML text into a `Doc`; a syntax error becomes an `InputError` at its line."""
+    """Parse YAML text into a `Doc`; any problem becomes an `InputError` naming the file and line."""
+    from .paths import reading
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -102,24 +163,49 @@ def parse_yaml(text: str, file: str) -> Doc:
         if exc.context and "<stream end>" in problem:
             problem = f"{exc.context} that is never closed"
         raise InputError(file, f"invalid YAML: {problem}", line=line, hint="fix the syntax at that line") from None
+    except yaml.reader.ReaderError as exc:  # a NUL or other control character: binary data, not YAML
+        line = text.count("\n", 0, exc.position) + 1
+        raise InputError(file, f"invalid YAML: control character #x{exc.character:04x} is not allowed",
+                         line=line, hint="the file looks binary or corrupted; restore it from git") from None
+    except RecursionError:
+        raise InputError(file, f"values are nested more than {MAX_DEPTH} levels deep",
+                         line=_deep_line(text), hint="flatten the structure") from None
     except yaml.YAMLError as exc:
-        raise InputError(file, f"invalid YAML: {exc}") from None
+        raise InputError(file, f"invalid YAML: {str(exc).splitlines()[0]}") from None
     lines: dict[KeyPath, int] = {}
-    data = None if node is None else _convert(node, (), lines, file)
+    with reading(file):
+        data = None if node is None else _convert(node, (), lines, file)
     return Doc(file, data, lines)
 
 
-def load_yaml(path: Path, display: str | None = None) -> Doc:
-    """Read and parse a YAML file; `display` is the name errors use (relative to the workspace)."""
-    name = display or str(path)
+def _deep_line(text: str) -> int | None:
+    """The line where nesting first passes MAX_DEPTH, found with the (non-recursive) event parser."""
+    depth = 0
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(name, "file not found") from None
-    except OSError as exc:  # a folder where a file should be, no permission, ...
-        raise InputError(name, f"cannot read: {exc.strerror or exc}", hint="check the path and permissions") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(name, f"not UTF-8 text ({exc.reason} at byte {exc.start})", hint="save it as UTF-8") from None
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return event.start_mark.line + 1
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return None
+    return None
+
+
+def load_yaml(path: Path, display: str | None = None, root: Path | None = None, *,
+              max_bytes: int | None = None) -> Doc:
+    """Read and parse a YAML file; `display` is the name errors use (relative to the workspace).
+
+    The file must resolve inside `root` (default: its own folder), so a committed symlink cannot make
+    gepa-tune read a file from elsewhere on the machine.
+    """
+    from .paths import MAX_TEXT_BYTES, read_text_inside
+
+    name = display or str(path)
+    text = read_text_inside(root if root is not None else path.parent, path, name, what="file",
+                            missing_hint="check the path", max_bytes=max_bytes or MAX_TEXT_BYTES)
     return parse_yaml(text, name)
 
 
@@ -169,8 +255,14 @@ class Section:
                 raise self.error(None, f"missing required key '{key}'", hint=f"add '{key}:' here")
             return default
         value = self.data[key]
+        if isinstance(value, str) and looks_like_secret(value):
+            raise self.error(key, "this value looks like an API key or token, which never belongs in a config file "
+                             "(it is not shown here)", hint=SECRET_HINT)
         if not _matches(value, kind):
             raise self.error(key, f"expected {_type_name(kind)}, got {_describe(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(key, f"expected a finite number, got {_describe(value)}",
+                             hint="write a plain number, or leave the key out for the default")
         if kind is float or (isinstance(kind, tuple) and float in kind and not isinstance(value, str)):
             return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
         return value
@@ -204,6 +296,9 @@ class Section:
         """Reject unknown keys, suggesting the closest known one (a typo is the usual cause)."""
         known = list(allowed)
         for key in self.data:
+            if looks_like_secret(str(key)):
+                raise self.error(None, "a key here looks like an API key or token (it is not shown here)",
+                                 hint=SECRET_HINT)
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"

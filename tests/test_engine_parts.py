@@ -167,7 +167,9 @@ def _example(task, trace_outputs: list[str] | None = None) -> Example:
     ("Ticket: {{ text ", "not valid Jinja"),
     ("Ticket: {{ text }} from {{ customer }}", "changes variables: adds customer"),
     ("Ticket without the variable", "changes variables: drops text"),
-    ("Ticket: {{ text.upper.__globals__ }}", "does not render"),
+    ("Ticket: {{ text.upper.__globals__ }}", "not valid Jinja: the attribute '__globals__' is blocked"),
+    ("Ticket: {{ text|attr('__class__') }}", "does not render"),
+    ("Ticket: {{ text }}{{ 'A' * 400000000 }}", "does not render"),
 ])
 def test_check_template_rejections(tmp_path: Path, text: str, reason: str) -> None:
     task = _task(tmp_path)

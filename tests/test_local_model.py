@@ -498,8 +498,9 @@ def marked(marker: str) -> set[int]:
 def test_tune_local_end_to_end_on_the_example_workspace(tmp_path: Path) -> None:
     """A small `gepa-tune tune --local` of the repository's own example task with the real models: the
     run finishes, writes its report, uses both models, and leaves no server behind."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail("the local_model tests need the [local] extra: pip install -e '.[test,local]'")
+    if importlib.util.find_spec("llama_cpp") is None:  # CI installs the extra, so there it must run
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "the local_model tests need the [local] extra: pip install -e '.[test,local]'")
     for name in ("gepa.yaml", "prompts", "evals"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)

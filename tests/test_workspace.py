@@ -267,7 +267,7 @@ def test_a_folder_where_a_template_should_be(tmp_path):
     (tmp_path / "prompts/system.j2").mkdir()
     result = run_cli("-C", str(tmp_path), "check")
     assert result.exit_code == 2
-    assert "prompts/system.j2: cannot read: Is a directory; check the path and permissions" in result.output
+    assert "prompts/system.j2: the template file is a folder, not a file; point at a file" in result.output
 
 
 def test_jsonl_with_a_byte_order_mark_loads(tmp_path):

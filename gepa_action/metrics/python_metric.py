@@ -64,17 +64,20 @@ class PythonMetric(Metric):
         if not file_part or not func_name.isidentifier():
             raise doc.error(path, f"'{spec}' does not name a Python function",
                             hint="write it as 'path/to/file.py:function'")
+        from ..errors import InputError
+        from ..paths import read_text_inside
+
         file = Path(file_part)
         if not file.is_absolute():
             file = Path(root) / file
-        if not file.is_file():
+        if not file.exists() and not file.is_symlink():
             raise doc.error(path, f"python metric file '{file_part}' not found",
                             hint=f"paths are relative to the workspace root ({root})")
+        try:  # confined like every workspace file: code from outside the repository is not run
+            source = read_text_inside(root, file, file_part, what="python metric file")
+        except InputError as exc:
+            raise doc.error(path, f"{file_part}: {exc.message}", hint=exc.hint) from None
         file = file.resolve()
-        try:
-            source = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise doc.error(path, f"'{file_part}' is not UTF-8 text", hint="save it as UTF-8") from None
         try:
             code = compile(source, str(file), "exec")
         except SyntaxError as exc:
@@ -90,6 +93,11 @@ class PythonMetric(Metric):
             sys.path.append(str(file.parent))  # so the file can import its neighbours
         try:
             exec(code, module.__dict__)  # not exec_module: no __pycache__ in the user's repository
+        except SystemExit as exc:
+            del sys.modules[module_name]
+            raise doc.error(path, f"importing {file_part} called sys.exit({exc.code!r})",
+                            hint="a metric file must not exit; move that code under `if __name__ == '__main__':`"
+                            ) from None
         except Exception as exc:
             del sys.modules[module_name]
             line = _raised_at(exc, str(file))
@@ -118,6 +126,11 @@ class PythonMetric(Metric):
             result = self.function(**kwargs)
             if inspect.isawaitable(result):
                 result = await result
+        except SystemExit as exc:  # would end gepa-tune itself, silently and with the metric's exit code
+            line = _raised_at(exc, self.file)
+            where = f" (at {self.label.rpartition(':')[0]}:{line})" if line else ""
+            raise RunError(f"python metric {self.label} called sys.exit({exc.code!r}) on instance "
+                           f"'{instance.id}'{where}; a metric must return a score, not exit") from None
         except Exception as exc:
             line = _raised_at(exc, self.file)
             where = f" (raised at {self.label.rpartition(':')[0]}:{line})" if line else ""

@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
+import regex
+
+from ..errors import InputError
 from ..evals import Instance
-from ..yamlsrc import Section
+from ..yamlsrc import Section, format_key
 from .base import BuildContext, Metric, MetricResult, _describe, _flag_list, _show, _text_list, _text_problem
 
 # ------------------------------------------------------------------------------------------ exact
@@ -167,6 +172,13 @@ class ContainsMetric(Metric):
 
 
 _REGEX_HINT = "check the pattern; in YAML, single-quote it so backslashes stay as written"
+#: The longest one match of a user's pattern may take (the regex module checks its clock coarsely: up to ~2.5x).
+MATCH_SECONDS = 0.5
+
+
+@lru_cache(maxsize=256)
+def _compile_bounded(pattern: str, flags: int) -> Any:
+    return regex.compile(pattern, regex.IGNORECASE if flags & re.IGNORECASE else 0)
 
 
 @dataclass(frozen=True)
@@ -185,12 +197,17 @@ class RegexMetric(Metric):
     pattern: str | None = None
     full: bool = False
     ignore_case: bool = False
+    #: Where `pattern` was written (gepa.yaml, its line and key), for the error when a match times out.
+    where: tuple[str, int | None, str | None] | None = None
 
     @classmethod
     def from_config(cls, section: Section, ctx: BuildContext) -> Metric:
-        metric = cls(pattern=section.get("pattern", str),
+        pattern = section.get("pattern", str)
+        metric = cls(pattern=pattern,
                      full=section.get("full", bool, False),
-                     ignore_case=section.get("ignore_case", bool, False))
+                     ignore_case=section.get("ignore_case", bool, False),
+                     where=(section.doc.file, section.doc.line((*section.path, "pattern")),
+                            format_key((*section.path, "pattern"))) if pattern is not None else None)
         if metric.pattern is not None:
             try:
                 metric._compile(metric.pattern)
@@ -198,8 +215,32 @@ class RegexMetric(Metric):
                 raise section.error("pattern", f"invalid regular expression: {exc}", hint=_REGEX_HINT) from None
         return metric
 
-    def _compile(self, pattern: str) -> re.Pattern[str]:
-        return re.compile(pattern, re.IGNORECASE if self.ignore_case else 0)
+    def _compile(self, pattern: str) -> Any:
+        """Checked with Python's `re` (its error messages), matched with `regex` under a time limit.
+
+        A user's pattern can backtrack catastrophically (`^(\\w|\\s|.)*\\d$` on a long answer never
+        ends); `regex` accepts the same syntax and stops a match after `MATCH_SECONDS`.
+        """
+        flags = re.IGNORECASE if self.ignore_case else 0
+        re.compile(pattern, flags)
+        try:
+            return _compile_bounded(pattern, flags)
+        except regex.error as exc:
+            raise re.error(str(exc)) from None
+
+    def _match(self, pattern: Any, output: str, instance: Instance, source: str, *, full: bool) -> Any:
+        try:
+            if full:
+                return pattern.fullmatch(output, timeout=MATCH_SECONDS)
+            return pattern.search(output, timeout=MATCH_SECONDS)
+        except TimeoutError:
+            problem = (f"the regular expression /{source}/ took longer than {MATCH_SECONDS:g} s on the output for "
+                       f"instance '{instance.id}' (catastrophic backtracking)")
+            hint = "rewrite it without nested or overlapping repeats such as (a|.)* or (a+)+"
+            if self.pattern is not None and self.where is not None:
+                file, line, key = self.where
+                raise InputError(file, problem, line=line, key=key, hint=hint) from None
+            raise InputError(instance.file, problem, line=instance.line, key="expected", hint=hint) from None
 
     def check_instance(self, instance: Instance) -> str | None:
         if self.pattern is not None:
@@ -217,7 +258,7 @@ class RegexMetric(Metric):
     def compare(self, output: str, instance: Instance) -> MetricResult:
         source = self.pattern if self.pattern is not None else str(instance.expected)
         pattern = self._compile(source)
-        match = pattern.fullmatch(output.strip()) if self.full else pattern.search(output)
+        match = self._match(pattern, output.strip() if self.full else output, instance, source, full=self.full)
         if match:
             return MetricResult(1.0, f"correct: {_show(match.group(0))} matches /{source}/")
         how = [w for w, on in (("as a whole", self.full), ("ignoring case", self.ignore_case)) if on]
@@ -225,6 +266,6 @@ class RegexMetric(Metric):
         if how:
             feedback += f" ({', '.join(how)})"
         feedback += f"; got {_show(output)}"
-        if self.full and pattern.search(output):
+        if self.full and self._match(pattern, output, instance, source, full=False):
             feedback += "; the pattern matches part of the output, but the whole output must match"
         return MetricResult(0.0, feedback)
