@@ -15,6 +15,7 @@ from workspace_factory import make_workspace
 
 from gepa_action.engine.reflect import (
     check_template,
+    drop_repeated_paragraphs,
     embedded_diagnosis,
     parse_reply,
     repair_request,
@@ -98,3 +99,13 @@ def test_a_block_left_open_after_a_complete_one_is_ambiguous_and_rejected() -> N
     proposal = parse_reply(reply, truncated=False)
     assert proposal.text is None
     assert proposal.reason == "no fenced block: a block opened after the template was never closed"
+
+
+def test_a_template_written_out_three_times_is_kept_once() -> None:
+    rule = "Please answer with exactly one of bug, billing, account, feature_request, or how_to."
+    tripled = "\n\n".join([f"{SEED}\n{rule}"] * 3)
+    assert drop_repeated_paragraphs(tripled, SEED) == f"{SEED}\n{rule}"
+    # repeats the original itself has are the author's, and stay
+    original = "Be brief.\n\nLabel it.\n\nBe brief."
+    assert drop_repeated_paragraphs(original + "\n\nNew rule.", original) == original + "\n\nNew rule."
+    assert drop_repeated_paragraphs("A\n\nB", "A") == "A\n\nB"

@@ -16,6 +16,7 @@ val subsample is not scored twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,15 @@ from ..workspace import CONFIG_NAME, Task
 from . import merge as merging
 from .budget import BudgetGuard, Limits, StepCost
 from .pareto import STRATEGIES, pareto_front
-from .reflect import Example, build_messages, check_template, parse_reply, repair_request, repairable
+from .reflect import (
+    Example,
+    build_messages,
+    check_template,
+    drop_repeated_paragraphs,
+    parse_reply,
+    repair_request,
+    repairable,
+)
 from .state import Candidate, EngineState, TraceRecord
 
 PERFECT = 1.0
@@ -431,6 +440,9 @@ class Engine:
                 if price is not None:
                     cost += (reply.prompt_tokens * price.input + reply.completion_tokens * price.output) / 1e6
             proposal = parse_reply(reply.text, truncated=reply.truncated)
+            if proposal.text is not None:
+                original = self.task.templates[plan.module].source
+                proposal = dataclasses.replace(proposal, text=drop_repeated_paragraphs(proposal.text, original))
             rationale = rationale or proposal.rationale
             reason = proposal.reason
             if reason is None:

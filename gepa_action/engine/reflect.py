@@ -223,6 +223,29 @@ def parse_reply(reply: str, *, truncated: bool) -> Proposal:
     return Proposal(text, rationale, None)
 
 
+def drop_repeated_paragraphs(text: str, original: str) -> str:
+    """`text` without paragraphs that repeat an earlier one word for word (the original's own repeats stay).
+
+    A small model asked to add a rule to the template sometimes writes the template plus the rule two or
+    three times over. The copies add nothing a reviewer should have to read, so the proposal is repaired
+    rather than rejected: the first occurrence of each paragraph stays, in place."""
+    def key(paragraph: str) -> str:
+        return " ".join(paragraph.split())
+
+    allowed: dict[str, int] = {}
+    for paragraph in re.split(r"\n[ \t]*\n", original):
+        allowed[key(paragraph)] = allowed.get(key(paragraph), 0) + 1
+    kept: list[str] = []
+    seen: dict[str, int] = {}
+    for paragraph in re.split(r"\n[ \t]*\n", text):
+        k = key(paragraph)
+        seen[k] = seen.get(k, 0) + 1
+        if k and seen[k] > max(1, allowed.get(k, 0)):
+            continue
+        kept.append(paragraph)
+    return "\n\n".join(kept) if len(kept) < len(re.split(r"\n[ \t]*\n", text)) else text
+
+
 def scaffolding_problem(text: str, original: str) -> str | None:
     """Why `text` looks like the reflection *answer* rather than a prompt: it holds a fence line or a
     heading of the requested answer format (diagnosis, rule, new template) that the original lacks.
