@@ -228,7 +228,18 @@ def install_local(*, force: bool = False, log: Callable[[str], None], jobs: int 
     """Make sure the portable llama-cpp-python is installed; return what was done, in one line.
 
     Already installed and stamped with this build: nothing. A wheel of this build in the cache: install it
-    (seconds). Otherwise compile it first (minutes). `force` recompiles in any case."""
+    (seconds). Otherwise compile it first (minutes). `force` recompiles in any case. A folder that cannot
+    be written (a read-only cache or site-packages) is one line naming it, not a traceback."""
+    try:
+        return _install_local(force=force, log=log, jobs=jobs, environ=environ)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise RunError(f"install-local could not write{where}: {exc.strerror or exc}; make the folder writable, "
+                       "or point XDG_CACHE_HOME at one that is") from None
+
+
+def _install_local(*, force: bool, log: Callable[[str], None], jobs: int | None,
+                   environ: Mapping[str, str] | None) -> str:
     spec = BuildSpec.here()
     stamp = installed_stamp()
     if not force and stamp is not None and stamp.get("key") == spec.key:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gepa_action import local_build
+from gepa_action.errors import RunError
 from gepa_action.local_build import BuildSpec, beyond_baseline, instructions_beyond_baseline
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -93,3 +94,11 @@ def test_the_installed_llama_cpp_is_the_portable_build() -> None:
         assert any(p.name.startswith("libggml-cpu") for p in libraries)
         found = {p.name: hits for p in libraries if (hits := instructions_beyond_baseline(p))}
         assert found == {}, f"instructions outside the portable baseline: {found}"
+
+
+def test_an_unwritable_cache_is_one_line_naming_it(monkeypatch) -> None:
+    monkeypatch.setattr(local_build, "installed_stamp", lambda: None)
+    with pytest.raises(RunError) as info:
+        local_build.install_local(log=lambda line: None, environ={"XDG_CACHE_HOME": "/dev/null/cache"})
+    message = str(info.value)
+    assert message.startswith("install-local could not write /dev/null/cache") and "\n" not in message
