@@ -84,6 +84,10 @@ def cache_key(
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class CacheFull(RunError):
+    """The disk under the cache is full: the run stops, and a resume after freeing space continues it."""
+
+
 @contextlib.contextmanager
 def _creation_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `<path>.lock` so that only one process at a time sets the cache up."""
@@ -152,6 +156,10 @@ class ResponseCache:
         try:
             yield
         except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc):
+                raise CacheFull(f"cannot {action} the response cache in {self.path.parent}: {exc}; "
+                                "free some space") from None
             raise RunError(
                 f"cannot {action} the response cache {self.path}: {exc}; delete the file or run with --no-cache"
             ) from None
