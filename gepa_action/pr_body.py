@@ -582,6 +582,8 @@ def _operation(operation: str, pr_url: str | None, applied: set[str]) -> str:
         return f"Opened {link} with the evolved prompts."
     if operation == "updated":
         return f"Updated {link} with the evolved prompts of this run."
+    if operation == "unchanged":
+        return f"Left {link} as it is: it already proposes this result (nothing pushed, nothing edited)."
     if operation == "closed":
         return f"Closed {link}: no task's gain clears the threshold any more."
     if operation == "none":
