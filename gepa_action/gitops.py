@@ -67,7 +67,7 @@ class Git:
 
     def use_token(self, token: str | None, server_url: str) -> None:
         """Authenticate network commands to `server_url` with `token` (see the module docstring)."""
-        if not token or not server_url.startswith("https://"):
+        if not token or not server_url.startswith(("https://", "http://")):
             return
         configured = self._run("config", "--get-regexp", r"^http\..*\.extraheader$", what="read the git config",
                                check=False)
