@@ -209,6 +209,29 @@ def test_a_read_only_workspace_is_one_line_naming_the_folder(tmp_path: Path, sim
     one_error_line(result, ".gepa/runs: cannot create the run folder: Read-only file system")
 
 
+def test_a_gepa_folder_the_user_may_not_write_is_one_line(sim: FakeOpenAI) -> None:
+    """As a non-root user (`setpriv` to nobody), a `.gepa/` owned by someone else (mode 755)."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the CLI as another user")
+    root = Path(tempfile.mkdtemp(prefix="gepa-ro-"))  # not under pytest's 0700 tmp root: nobody must read it
+    try:
+        root.chmod(0o755)
+        rule_task.write_workspace(root, sim.url, budget=40)
+        (root / ".gepa").mkdir(mode=0o755)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *CLI, "-C", str(root), "tune"]
+        result = subprocess.run(as_nobody, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/"})
+        if "Permission denied" in result.stderr and "python" in result.stderr.split(":")[0]:
+            pytest.skip(f"nobody cannot run this interpreter: {result.stderr.strip()[:200]}")
+        assert result.returncode == 2, result.stderr
+        one_error_line(result, ".gepa/runs: cannot create the run folder: Permission denied")
+        assert "make .gepa/ writable" in result.stderr and sim.attempts == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _states(run_dir: Path) -> dict[str, Any]:
     state = json.loads((run_dir / "state/route.json").read_text())
     for volatile in ("wall_s", "usage"):
