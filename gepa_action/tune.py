@@ -47,6 +47,8 @@ class TuneOptions:
     minibatch: int = 3
     parallel: int = 1
     max_merges: int = 5
+    #: The bundled local models (`--local`): part of the run, so `--resume` serves them again unasked.
+    local: bool = False
 
     def engine(self) -> EngineOptions:
         return EngineOptions(strategy=self.strategy, minibatch=self.minibatch, parallel=self.parallel,
@@ -108,6 +110,8 @@ def options_from(meta: Mapping[str, Any], run: RunDir) -> TuneOptions:
         default = fields[name].default
         if name == "strategy":
             ok = value in ("pareto", "best")
+        elif isinstance(default, bool):  # flags such as `local`
+            ok = isinstance(value, bool)
         elif name in ("budget", "max_minutes") and value is None:
             ok = True
         elif name == "max_minutes":
@@ -120,6 +124,12 @@ def options_from(meta: Mapping[str, Any], run: RunDir) -> TuneOptions:
             raise InputError(str(run.meta_file), f"{value!r} is not a valid value (default {default!r})",
                              key=f"options.{name}", hint="the run folder is damaged or was edited; start a new run")
     return TuneOptions(**raw)
+
+
+def resumes_local(workspace: Workspace, run_id: str) -> bool:
+    """Whether run `run_id` was started on the bundled local models (`--local`), so its resume is too."""
+    options = RunDir.open(workspace.root, run_id).read_meta().get("options")
+    return isinstance(options, dict) and options.get("local") is True
 
 
 def reopen_run(workspace: Workspace, run_id: str) -> tuple[RunDir, list[Task], TuneOptions]:
@@ -273,6 +283,10 @@ def _drive(workspace: Workspace, run: RunDir, tasks: list[Task], options: TuneOp
     try:
         with sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
             outcomes = asyncio.run(main(routes))
+    except GepaError as exc:  # the local servers failed to start or their readiness check: nothing was spent
+        run.append_events([{"time": utc_now(), "event": "error", "message": str(exc)}])
+        write_reports(workspace, run, tasks, {t.name: f"failed: {exc}" for t in tasks}, run_status=f"failed: {exc}")
+        raise
     except KeyboardInterrupt:
         with contextlib.suppress(ReportNotSaved):  # the checkpoints are what a resume needs
             write_reports(workspace, run, tasks, {}, run_status="interrupted")

@@ -274,10 +274,26 @@ if mode == "hang":
 if mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 port = int(args[args.index("--port") + 1])
+completions = 0
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = json.dumps({"data": [{"id": args[args.index("--model_alias") + 1]}]}).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        # a build that cannot run on this CPU: the first (or second) matrix product kills the process
+        global completions
+        completions += 1
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if (mode == "segv-first" and completions == 1) or (mode == "segv-later" and completions == 2):
+            print("llama_model_load: loaded meta data", file=sys.stderr)
+            print("ggml_backend_amx_mul_mat: tile config", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)
+        text = os.environ.get("FAKE_ANSWER", "bug")
+        body = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 5, "completion_tokens": 1}, "model": request["model"]}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *a):
         pass
@@ -329,6 +345,20 @@ def test_a_server_that_dies_while_starting_reports_its_stderr(fake_server) -> No
         fake_server("crash").start()
 
 
+def test_a_server_that_crashes_on_its_first_completion_fails_the_readiness_check(fake_server) -> None:
+    """A build that faults on this CPU is caught before the run spends anything, as a crash, with advice."""
+    server = fake_server("segv-first")
+    started = time.monotonic()
+    with pytest.raises(RunError) as info:
+        server.start()
+    assert time.monotonic() - started < 15
+    message = str(info.value)
+    assert message.startswith("local model server for tiny crashed on its readiness check (one tiny completion): "
+                              "killed by signal SIGSEGV; last output: ")
+    assert "ggml_backend_amx_mul_mat" in message and "gepa-tune install-local --force" in message
+    assert "\n" not in message and server.process is None
+
+
 def test_a_server_that_never_answers_times_out_and_is_stopped(fake_server) -> None:
     server = fake_server("hang", startup_timeout=1.0)
     started = time.monotonic()
@@ -345,6 +375,60 @@ def test_a_server_ignoring_sigterm_is_killed_after_the_grace_period(fake_server)
     server.stop()
     assert not alive(pid)
     assert 0.4 < time.monotonic() - started < 5
+
+
+@pytest.fixture
+def local_fakes(fake_server, monkeypatch, tmp_path: Path):
+    """`--local` served by the fake server script in-process: no extra, no model files, no llama.cpp."""
+    fake_server()  # writes the script and sets FAKE_MODE=ok
+    monkeypatch.setattr(local_model, "LocalServer", FakeLlamaServer)
+    monkeypatch.setattr(local_model, "require_extra", lambda: None)
+    monkeypatch.setattr(local_model, "check_ready", lambda config, environ=None: None)
+    monkeypatch.setattr(local_model, "model_file", lambda model, directory=None: tmp_path / "model.gguf")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    workspace = tmp_path / "ws"
+    rows = [{"id": f"t{i:02d}", "inputs": {"text": f"ticket {i}"}, "expected": "billing" if i % 2 else "bug",
+             "split": ("train", "val", "test")[i % 3]} for i in range(12)]
+    make_workspace(workspace, instances=rows)
+    return workspace
+
+
+def _run_meta_and_events(workspace: Path) -> tuple[dict, list[dict]]:
+    run_dir = next((workspace / ".gepa" / "runs").iterdir())
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return json.loads((run_dir / "run.json").read_text()), events
+
+
+@pytest.mark.parametrize(("mode", "when"), [("segv-first", "on its readiness check (one tiny completion)"),
+                                            ("segv-later", "during the run")])
+def test_a_crashed_server_is_reported_as_a_crash_in_seconds_and_in_the_run_folder(local_fakes, monkeypatch,
+                                                                                mode: str, when: str) -> None:
+    monkeypatch.setenv("FAKE_MODE", mode)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["-C", str(local_fakes), "tune", "--local", "--budget", "20"])
+    assert time.monotonic() - started < 20  # no seven retries against a dead endpoint
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "Traceback" not in result.output
+    assert f"crashed {when}: killed by signal SIGSEGV" in error[0]
+    assert "qwen2.5-coder" in error[0] and "ggml_backend_amx_mul_mat" in error[0]
+    assert "gepa-tune install-local --force" in error[0]
+    meta, events = _run_meta_and_events(local_fakes)
+    assert meta["status"].startswith("failed: ") and "killed by signal SIGSEGV" in meta["status"]
+    assert any(e["event"] == "error" and "killed by signal SIGSEGV" in e["message"] for e in events)
+
+
+def test_a_local_run_resumes_on_the_local_models_without_repeating_local(local_fakes) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["-C", str(local_fakes), "tune", "--local", "--budget", "20", "--json"])
+    assert first.exit_code == 0, first.output
+    run_id = json.loads(first.stdout)["run_id"]
+    again = runner.invoke(main, ["-C", str(local_fakes), "tune", "--resume", run_id, "--json"])
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.stdout)
+    assert report["run_id"] == run_id
+    assert report["tasks"][0]["models"]["task"] == local_model.TASK_MODEL.name
 
 
 DRIVER = """\

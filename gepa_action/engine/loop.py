@@ -421,6 +421,7 @@ class Engine:
         messages = build_messages(self.task, plan.module, parent.texts, examples,
                                   self.state.rejections(parent.id, plan.module))
         tokens, cost = (0, 0), 0.0
+        rationale = ""  # the first diagnosis written; a repair turn's bare block does not erase it
         for turn in range(1 + self.options.repairs):
             # A repair turn samples (temperature REPAIR_TEMPERATURE at least): at temperature 0 a small model
             # told "you repeated yourself" tends to repeat itself again, word for word.
@@ -432,6 +433,7 @@ class Engine:
                 if price is not None:
                     cost += (reply.prompt_tokens * price.input + reply.completion_tokens * price.output) / 1e6
             proposal = parse_reply(reply.text, truncated=reply.truncated)
+            rationale = rationale or proposal.rationale
             reason = proposal.reason
             if reason is None:
                 assert proposal.text is not None
@@ -441,7 +443,7 @@ class Engine:
                 break
             messages = [*messages, {"role": "assistant", "content": reply.text},
                         {"role": "user", "content": repair_request(reason)}]
-        base = {"plan": plan, "parent_scores": parent_scores, "rationale": proposal.rationale,
+        base = {"plan": plan, "parent_scores": parent_scores, "rationale": proposal.rationale or rationale,
                 "reflection_tokens": tokens, "reflection_cost": cost}
         if reason is not None:
             return Outcome(kind="invalid", text=proposal.text or reply.text, reason=reason, **base)

@@ -164,18 +164,52 @@ def fenced_blocks(reply: str) -> tuple[list[tuple[int, int, str]], bool]:
     return blocks, False
 
 
+#: A line that heads a part of the *answer* the reflection prompt asks for (the diagnosis, the rule, the
+#: new template), as small models write them: "### Diagnosis", "**Rule or Guidance**", "2. New template:".
+_ANSWER_HEADING = re.compile(
+    r"^\s*(?:#{1,6}\s*|\*\*\s*|\d+[.)]\s*)*(?P<name>diagnosis|analysis|(?:the\s+)?rules?\s+or\s+guidance"
+    r"|(?:the\s+)?(?:complete\s+|full\s+)?(?:new|improved|updated|revised)\s+(?:version\s+of\s+the\s+)?template)"
+    r"\b\s*(?:\*\*)?\s*:?\s*(?:\*\*)?\s*$", re.IGNORECASE)
+_ANY_HEADING = re.compile(r"^\s*(?:#{1,6}\s+\S|\*\*[^*]+\*\*\s*:?\s*$)")
+_FENCE_LINE = re.compile(r"^\s*(?:`{3,}|~{3,})[ \t]*[\w.+-]*[ \t]*$")
+
+
+def embedded_diagnosis(text: str) -> str:
+    """The text under a "Diagnosis"/"Analysis" heading inside `text`, up to the next answer heading or fence.
+
+    A small model sometimes puts its whole answer inside the block; its diagnosis is still the proposal's
+    rationale, which must not be lost (an empty rationale in the lineage explains nothing to a reviewer)."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        match = _ANSWER_HEADING.match(line)
+        if match and match.group("name").lower() in ("diagnosis", "analysis"):
+            body = []
+            for following in lines[index + 1:]:
+                if _ANSWER_HEADING.match(following) or _FENCE_LINE.match(following) or _ANY_HEADING.match(following):
+                    break
+                body.append(following)
+            return "\n".join(body).strip()
+    return ""
+
+
 def parse_reply(reply: str, *, truncated: bool) -> Proposal:
-    """Split a reply into rationale and template; the last complete fenced block is the template."""
+    """Split a reply into rationale and template; the last complete fenced block is the template.
+
+    A block opened after the last complete one and never closed makes the reply ambiguous (was the open
+    one meant as the template?), so it is rejected rather than guessed at."""
     blocks, left_open = fenced_blocks(reply)
     lines = reply.splitlines()
     before = lines[: blocks[-1][0]] if blocks else lines
     if blocks and (prose := _OPEN_AFTER_PROSE.match(lines[blocks[-1][0]].strip())):
         before = [*before, prose.group("prose")]  # the sentence the fence was opened after
     rationale = "\n".join(before).strip()
+    if blocks and not rationale:
+        rationale = embedded_diagnosis(blocks[-1][2])
     if truncated:
         return Proposal(None, rationale, "cut off: the reply hit max_tokens (finish_reason length)")
-    if not blocks:
-        detail = "a block was opened but never closed" if left_open else "the reply has no ``` block"
+    if not blocks or left_open:
+        detail = ("a block was opened but never closed" if not blocks else
+                  "a block opened after the template was never closed") if left_open else "the reply has no ``` block"
         return Proposal(None, rationale, f"no fenced block: {detail}")
     text = blocks[-1][2].strip("\n")
     if not text.strip():
@@ -183,9 +217,26 @@ def parse_reply(reply: str, *, truncated: bool) -> Proposal:
     return Proposal(text, rationale, None)
 
 
+def scaffolding_problem(text: str, original: str) -> str | None:
+    """Why `text` looks like the reflection *answer* rather than a prompt: it holds a fence line or a
+    heading of the requested answer format (diagnosis, rule, new template) that the original lacks.
+
+    Such a proposal would send the model's own notes to the task model as instructions; lines the
+    original template already has (a prompt that itself asks for a ```json block) are fine."""
+    known = {line.strip() for line in original.splitlines()}
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() in known:
+            continue
+        if _FENCE_LINE.match(line):
+            return f"answer scaffolding in the template: line {number} is a fence ({line.strip()[:20]})"
+        if _ANSWER_HEADING.match(line):
+            return f"answer scaffolding in the template: line {number} is a heading of the answer ({line.strip()[:40]})"
+    return None
+
+
 #: Rejections the model can fix when told why (a reply cut off at max_tokens is not: it needs more room).
 REPAIRABLE = ("unchanged", "repeat", "changes variables", "no fenced block", "empty template", "not valid Jinja",
-              "does not render")
+              "does not render", "answer scaffolding")
 
 
 def repairable(reason: str) -> bool:
@@ -203,6 +254,9 @@ def repair_request(reason: str) -> str:
     elif reason.startswith("unchanged"):
         fix = (" Copy the current template and add, on new lines after it, the rules from your diagnosis, "
                "written as plain instructions to the model (for example: \"Requests about X are Y.\").")
+    elif reason.startswith("answer scaffolding"):
+        fix = (" The block must hold only the prompt the model will read: no diagnosis, no headings of your "
+               "answer, no ``` lines inside it. Write the diagnosis before the block.")
     elif reason.startswith("changes variables"):
         fix = (" Use only the variables the instructions allow; write what you wanted to add as plain "
                "instructions instead.")
@@ -213,7 +267,10 @@ def repair_request(reason: str) -> str:
 
 
 def check_template(task: Task, module: str, text: str, examples: Sequence[Example]) -> str | None:
-    """Why `text` cannot replace `module` (None when it can): syntax, variables, rendering."""
+    """Why `text` cannot replace `module` (None when it can): answer scaffolding, syntax, variables, rendering."""
+    scaffolding = scaffolding_problem(text, task.templates[module].source)
+    if scaffolding is not None:
+        return scaffolding
     problem = syntax_problem(text)
     if problem is not None:
         message, line = problem

@@ -1,0 +1,100 @@
+"""A reflection reply whose "template" is really the answer itself (diagnosis, headings, a fence line) must
+never become a candidate, and the diagnosis the model wrote must survive as the proposal's rationale.
+
+The replies below are shaped like the ones the bundled 1.5B model wrote on the example task: the first
+turn put a fence at the end with nothing after it; the repair turn then wrapped its whole previous answer
+in a fenced block, the dangling ```jinja line included, and wrote no prose before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from workspace_factory import make_workspace
+
+from gepa_action.engine.reflect import (
+    check_template,
+    embedded_diagnosis,
+    parse_reply,
+    repair_request,
+    repairable,
+    scaffolding_problem,
+)
+from gepa_action.workspace import find_config, load_workspace
+
+SEED = ("You are a helpful support assistant for Ledgerly. "
+        "Read the customer's ticket and say what kind of request it is.")
+
+FIRST_TURN = f"""\
+{SEED}
+### Diagnosis
+- The model answered with a sentence instead of one of the labels.
+- Tickets about charges were called bugs.
+### Rule or Guidance
+Answer with exactly one label: bug, billing, account, feature_request or how_to.
+### Complete New Template
+```jinja
+"""
+
+REPAIR_TURN = f"""\
+```jinja
+{SEED}
+### Diagnosis
+- The model answered with a sentence instead of one of the labels.
+- Tickets about charges were called bugs.
+### Rule or Guidance
+Answer with exactly one label: bug, billing, account, feature_request or how_to.
+### Complete New Template
+```jinja
+```
+"""
+
+
+def test_a_reply_ending_in_an_unclosed_fence_is_rejected_and_keeps_its_diagnosis() -> None:
+    proposal = parse_reply(FIRST_TURN, truncated=False)
+    assert proposal.text is None
+    assert proposal.reason == "no fenced block: a block was opened but never closed"
+    assert repairable(proposal.reason)
+    assert "Tickets about charges were called bugs." in proposal.rationale
+
+
+def test_the_repair_turn_that_wraps_the_whole_answer_is_rejected_as_scaffolding(tmp_path: Path) -> None:
+    proposal = parse_reply(REPAIR_TURN, truncated=False)
+    assert proposal.text is not None and proposal.text.startswith(SEED)
+    # no prose before the block, but the diagnosis inside it is the rationale
+    assert proposal.rationale.startswith("- The model answered with a sentence")
+    make_workspace(tmp_path, {"prompts/system.j2": SEED})
+    task = load_workspace(find_config(tmp_path)).tasks[0]
+    reason = check_template(task, "prompts/system.j2", proposal.text, [])
+    assert reason == "answer scaffolding in the template: line 2 is a heading of the answer (### Diagnosis)"
+    assert repairable(reason)
+    assert "no diagnosis, no headings of your answer" in repair_request(reason)
+
+
+@pytest.mark.parametrize("line", ["### Diagnosis", "**Rule or Guidance**", "2. New template:",
+                                  "## Complete New Template", "Improved template:", "```jinja", "```", "~~~"])
+def test_answer_headings_and_fence_lines_are_scaffolding(line: str) -> None:
+    assert scaffolding_problem(f"Classify the ticket.\n{line}\nAnswer with one label.", "Classify the ticket.")
+
+
+@pytest.mark.parametrize("text", [
+    "Classify the ticket.\n## Rules\n- Charges are billing.",          # a heading of the prompt's own
+    "Return the fields.\n```json\n{\"label\": \"...\"}\n```",           # fences the original already has
+    "Classify the ticket.\nDiagnosis codes are not labels.",           # the word, not a heading
+])
+def test_prompts_with_their_own_headings_or_fences_are_not_scaffolding(text: str) -> None:
+    original = "Return the fields.\n```json\n{\"label\": \"...\"}\n```" if "json" in text else "Classify the ticket."
+    assert scaffolding_problem(text, original) is None
+
+
+def test_embedded_diagnosis_stops_at_the_next_heading() -> None:
+    assert embedded_diagnosis("x\n**Diagnosis:**\nLabels missing.\n### Rule\nlist them") == "Labels missing."
+    assert embedded_diagnosis("no headings here") == ""
+
+
+def test_a_block_left_open_after_a_complete_one_is_ambiguous_and_rejected() -> None:
+    reply = "Missing labels.\n```jinja\nClassify: bug or billing.\n```\nOr maybe:\n```jinja\nClassify it"
+    proposal = parse_reply(reply, truncated=False)
+    assert proposal.text is None
+    assert proposal.reason == "no fenced block: a block opened after the template was never closed"
