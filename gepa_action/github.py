@@ -2,8 +2,8 @@
 
 The Action pushes a branch with the evolved prompts and then needs exactly five things from the REST API:
 find the open pull request for that branch, create one (or update the existing one), comment, close.
-Before the run is paid for, `preflight` checks what can be checked without writing: the repository,
-the token's push permission (when GitHub reports it) and read access to pull requests.
+Before the run is paid for, `preflight` checks what can be checked without writing: the repository
+and read access to pull requests (the push permission is checked by git, see `gitops.can_push`).
 `PullRequests` does those and nothing else, so that the Action's flow reads as a few calls and every
 GitHub failure arrives as one `GitHubError` line that says what was attempted, the HTTP status and
 what the user has to change (usually the workflow's `permissions:` or a repository setting).
@@ -177,17 +177,16 @@ class PullRequests:
 
     def preflight(self) -> None:
         """Fail in seconds, before a run is paid for, on what would fail after it: a wrong repository,
-        URL or token (404/401), a token that GitHub says may not push, no read access to pull requests.
+        URL or token (404/401), an archived repository, no read access to pull requests.
 
         Write access to pull requests cannot be tested without writing; a missing `pull-requests: write`
         still shows at the first write, with the same message.
         """
+        # The repository's `permissions` field is not consulted for push: whether GitHub fills it for an
+        # installation token (the workflow's GITHUB_TOKEN) is not something to bet a failed run on. The
+        # push itself is checked where GitHub authorises it, by a `git push --dry-run` (gitops.can_push).
         with self._api("read the repository", write=False):
             _headers, data = self._gh.requester.requestJsonAndCheck("GET", self._repo.url)
-        permissions = data.get("permissions") if isinstance(data, dict) else None
-        if isinstance(permissions, dict) and permissions.get("push") is False:
-            raise GitHubError(f"GitHub: the token may not push to {self.repository} (its permissions say push: "
-                              f"false): {PERMISSIONS_HINT}", status=403)
         if isinstance(data, dict) and data.get("archived"):
             raise GitHubError(f"GitHub: {self.repository} is archived: nothing can be pushed to it", status=403)
         with self._api("list the open pull requests", write=False):

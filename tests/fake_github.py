@@ -934,10 +934,6 @@ class FakeGitHub:
             "default_branch": repo.default_branch,
             "archived": False,
             "disabled": False,
-            # What GitHub reports for the authenticated token: push follows `contents: write`.
-            "permissions": {"admin": False, "maintain": False,
-                            "push": _LEVELS.get(self.permissions.get("contents", "none"), 0) >= _LEVELS["write"],
-                            "triage": False, "pull": True},
         }
 
     def _pull_json(self, repo: _Repo, pull: dict[str, Any]) -> dict[str, Any]:

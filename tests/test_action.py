@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -266,11 +267,29 @@ def test_a_malformed_repository_is_one_line_before_any_model_call(world: World) 
     assert "**Failed:**" in (world.tmp / "step_summary").read_text()
 
 
+def _refuse_pushes(world: World) -> None:
+    """Pushes go to a loopback server answering 403, as GitHub does to a token without `contents: write`;
+    fetches still come from the bare origin."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    git(world.clone, "remote", "set-url", "--push", "origin", f"http://127.0.0.1:{server.server_address[1]}/o/p.git")
+
+
 @pytest.mark.parametrize(("setup", "needle"), [
     (lambda w: {"GITHUB_REPOSITORY": "octo/missing"}, "HTTP 404"),
     (lambda w: {"GITHUB_TOKEN": "ghs_revoked"}, "the token was rejected"),
-    (lambda w: setattr(w.github, "permissions", {"contents": "read", "pull_requests": "write"}) or {},
-     "may not push to octo/prompts"),
+    (lambda w: _refuse_pushes(w) or {}, "could not check that origin accepts a push"),
     (lambda w: setattr(w.github, "permissions", {"contents": "write", "pull_requests": "none"}) or {},
      "could not list the open pull requests"),
 ], ids=["no-repository", "bad-token", "no-push", "no-pull-requests"])
