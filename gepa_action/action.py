@@ -455,7 +455,7 @@ def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionO
         runner.mask(os.environ.get(workspace.lm.api_key_env))
         flow = ActionFlow(workspace, options, GitHubContext.from_env(environ), environ, log)
         result = flow.run(tune)
-    except GepaError as error:
+    except Exception as error:  # a bug too: later steps still get outputs and a summary, then it surfaces
         if isinstance(error, InputError):
             runner.annotate(error, _annotation_root(config_dir))
         _report_failure(runner, error, flow.outcome if flow is not None else None, options)
@@ -473,7 +473,7 @@ def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionO
     return result
 
 
-def _report_failure(runner: Any, error: GepaError, outcome: ActionResult | None, options: ActionOptions) -> None:
+def _report_failure(runner: Any, error: Exception, outcome: ActionResult | None, options: ActionOptions) -> None:
     """Outputs and a job summary for a failed step too: later steps (and people) see what happened.
 
     The outputs say `none` unless a PR was already created or updated before the failure."""
@@ -490,5 +490,6 @@ def _report_failure(runner: Any, error: GepaError, outcome: ActionResult | None,
                                         pr_url=outcome.pr_url).rstrip("\n"))
     else:
         parts.append("## gepa-tune")
-    parts.append(f"**Failed:** {inline(str(error), 2000)}")
+    text = str(error) if isinstance(error, GepaError) else f"{type(error).__name__} (a bug: see the log)"
+    parts.append(f"**Failed:** {inline(text, 2000)}")
     runner.add_summary("\n\n".join(parts))

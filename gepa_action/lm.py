@@ -583,8 +583,9 @@ class LMClient:
             data = {
                 "text": redact(content, self._secrets) if isinstance(content, str) else "",
                 "finish_reason": str(choice.get("finish_reason") or "unknown"),
-                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
+                # A garbage count (negative, a string) must not buy budget back or crash the accounting.
+                "prompt_tokens": max(0, int(usage.get("prompt_tokens") or 0)),
+                "completion_tokens": max(0, int(usage.get("completion_tokens") or 0)),
             }
         except (TypeError, KeyError, IndexError, AttributeError, ValueError):
             return None

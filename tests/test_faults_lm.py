@@ -154,3 +154,11 @@ def test_an_echoing_server_leaks_nothing_into_run_files_or_output(tmp_path):
         data = path.read_bytes()
         assert KEY.encode() not in data and GITHUB_TOKEN.encode() not in data, path
     assert "[redacted]" in (next((gepa / "runs").iterdir()) / "events.jsonl").read_text()
+
+
+def test_negative_token_counts_from_a_broken_server_cost_nothing_back(openai_server, lm_config):
+    body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": -1000, "completion_tokens": -5}}
+    openai_server.queue(Reply(body=body))
+    answer = ask(client(lm_config()))
+    assert answer.text == "ok" and answer.prompt_tokens == 0 and answer.completion_tokens == 0
