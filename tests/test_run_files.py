@@ -200,6 +200,17 @@ def test_a_read_only_gepa_folder_is_one_line_naming_it(tmp_path: Path, sim: Fake
     assert sim.attempts == 0, "nothing is paid for when the run cannot be recorded"
 
 
+def test_eval_with_a_read_only_gepa_folder_names_it_and_the_way_out(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=40)
+    (tmp_path / ".gepa").mkdir()
+    with read_only(tmp_path / ".gepa"):
+        result = cli(tmp_path, "eval")
+        assert result.exit_code == 1
+        one_error_line(result, "Read-only file system")
+        assert f"make {tmp_path / '.gepa'} writable or run with --no-cache" in result.stderr
+        assert cli(tmp_path, "eval", "--no-cache").exit_code == 0, "the way out works"
+
+
 def test_a_read_only_workspace_is_one_line_naming_the_folder(tmp_path: Path, sim: FakeOpenAI) -> None:
     root = tmp_path / "ws"
     rule_task.write_workspace(root, sim.url, budget=40)
