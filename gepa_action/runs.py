@@ -22,7 +22,9 @@ first's. The kernel drops the lock when the process dies, however it dies, so a 
 
 Run files are read back as untrusted input (a run folder can be copied, edited or damaged): anything
 that is not what this program writes is one `InputError` line naming the file, never a traceback,
-and never a path outside the workspace.
+and never a path outside the workspace. A symbolic link anywhere on the way (`.gepa`, `runs`, the run
+folder, `state`, a run file) is refused: appending events or writing a checkpoint through one would
+write wherever it points.
 
 A failed write (a full disk, a read-only folder) is a `RunWriteError` naming the folder, so the error
 path of a run can tell "the disk just failed" apart from the error it is reporting, and not trip on it.
@@ -133,6 +135,7 @@ class RunDir:
         except OSError as exc:
             raise InputError(str(runs), f"cannot create the run folder: {exc.strerror or exc}",
                              hint="make .gepa/ writable (or run from a writable copy of the repository)") from None
+        run.check_links()
         run.lock()
         run.write_meta({"run_id": run.run_id, "started_at": utc_now(), "status": "running", **meta})
         return run
@@ -182,7 +185,17 @@ class RunDir:
         if run_id not in runs:
             known = ", ".join(runs[-5:]) or "(none)"
             raise InputError(str(RUNS_DIR), f"no run '{run_id}'", hint=f"recent runs: {known}")
-        return cls(root, run_id)
+        run = cls(root, run_id)
+        run.check_links()
+        return run
+
+    def check_links(self, *files: Path) -> None:
+        """Refuse a symbolic link on the way to this run's files (or at `files`): see the module docstring."""
+        dot = self.root / RUNS_DIR.parts[0]
+        for path in (dot, self.root / RUNS_DIR, self.path, self.path / "state", *files):
+            if path.is_symlink():
+                raise InputError(str(path), "is a symbolic link; gepa-tune reads and writes run files only inside "
+                                            "the workspace", hint="replace the link by a folder (or file)")
 
     # -- files -------------------------------------------------------------------------------------------
 
@@ -203,6 +216,7 @@ class RunDir:
         return self.path / "state" / f"{task}.json"
 
     def read_meta(self) -> dict[str, Any]:
+        self.check_links(self.meta_file)
         try:
             meta = json.loads(self.meta_file.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as exc:
@@ -225,6 +239,7 @@ class RunDir:
         template paths), a checkpoint whose candidates hold other module names is refused: those names
         become file paths when the best templates are written."""
         path = self.state_file(task)
+        self.check_links(path)
         if not path.is_file():
             self._seq[task] = 0
             return None
@@ -254,6 +269,7 @@ class RunDir:
         """Before a resume replays its interrupted round: drop that round's events of `task` from the log
         (those numbered from the checkpoint's `events_written` on), so none appears twice."""
         keep_below = self._seq.get(task, 0)
+        self.check_links(self.events_file)
         try:
             lines = self.events_file.read_text(encoding="utf-8").splitlines(keepends=True)
         except FileNotFoundError:
@@ -274,6 +290,7 @@ class RunDir:
             write_atomic(self.events_file, "".join(kept))
 
     def append_events(self, events: list[dict[str, Any]]) -> None:
+        self.check_links(self.events_file)
         if events:
             try:
                 with self.events_file.open("a", encoding="utf-8") as handle:

@@ -340,3 +340,28 @@ def test_write_failures_name_the_folder_and_say_what_to_do(tmp_path: Path) -> No
     with pytest.raises(RunWriteError, match="cannot write in"):
         write_atomic(tmp_path / "file-as-folder" / "x.json", "{}") if (tmp_path / "file-as-folder").write_text("") \
             is None else write_atomic(tmp_path / "file-as-folder" / "x.json", "{}")
+
+
+@pytest.mark.parametrize("link", ["events.jsonl", "state", "run-folder"])
+def test_a_symlink_in_a_run_folder_is_refused_and_nothing_is_written_through_it(
+        tmp_path: Path, sim: FakeOpenAI, link: str) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    run_id = finished_run(root, sim.url)
+    run_dir = root / ".gepa/runs" / run_id
+    outside = tmp_path / "outside"
+    if link == "run-folder":
+        run_dir.rename(outside)
+        run_dir.symlink_to(outside, target_is_directory=True)
+    elif link == "state":
+        (run_dir / "state").rename(outside)
+        (run_dir / "state").symlink_to(outside, target_is_directory=True)
+    else:
+        (run_dir / "events.jsonl").rename(outside)
+        (run_dir / "events.jsonl").symlink_to(outside)
+    before = {p: p.stat().st_mtime_ns for p in ([outside, *outside.rglob("*")] if outside.is_dir() else [outside])}
+    result = cli(root, "tune", "--resume", run_id)
+    assert result.exit_code == 2
+    one_error_line(result, "is a symbolic link")
+    after = {p: p.stat().st_mtime_ns for p in ([outside, *outside.rglob("*")] if outside.is_dir() else [outside])}
+    assert after == before, "nothing outside the workspace was touched"
