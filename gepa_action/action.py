@@ -300,6 +300,9 @@ class ActionFlow:
             outcome.operation, outcome.pr_number, outcome.pr_url = "unchanged", pr.number, pr.url
             outcome.messages.append(f"pull request #{pr.number} unchanged: its branch already holds this result "
                                     f"({pr.url})")
+            missing = [label for label in self.options.labels if label not in pr.labels]
+            if missing:  # a label asked for since: added, which neither pushes nor edits the body
+                outcome.warnings.extend(prs.update(pr.number, labels=missing).warnings)
             return
         sha = self.git.commit_files(base_tip, files, self._commit_message(report, applied), self.identity)
         self.git.push(sha, branch, replace=remote)
@@ -316,7 +319,7 @@ class ActionFlow:
     def _same_proposal(self, remote: str, base_tip: str, files: dict[str, str], pr: Any, title: str) -> bool:
         """Whether the branch's tip already proposes this result: our one commit on the current base, with
         the same tree once gepa.lock's `written_at`/`written_by` (and the cut-off full report's run
-        details) are set aside, and the same title. `files` is updated to keep those old texts."""
+        details) are set aside, and the same title."""
         from . import baseline
 
         if self.git.parents(remote) != [base_tip] or pr.title != title:

@@ -342,6 +342,11 @@ def test_an_identical_result_pushes_nothing_and_leaves_the_pr(world: World) -> N
     assert not world.github.calls("PATCH") and not world.github.calls("POST")
     assert world.pulls()[0]["updated_at"] == pr_before["updated_at"]
     assert "unchanged" in (world.tmp / "step_summary").read_text()
+    # A label asked for since is added; still nothing pushed and the body not edited.
+    assert world.run("--label", "prompts,new-label").exit_code == 0
+    assert world.outputs()["operation"] == "unchanged" and git(world.bare, "rev-parse", BRANCH) == tip
+    assert {lb["name"] for lb in world.pulls()[0]["labels"]} == {"prompts", "new-label"}
+    assert not world.github.calls("PATCH")
 
 
 def test_a_human_commit_is_commented_on_once(world: World) -> None:
