@@ -1,10 +1,12 @@
 """What `gepa-tune action` adds to a tuning run, and how big its PR body gets.
 
 Both commands run as fresh processes against the same warm response cache (so the tuning itself costs
-the same and sends no requests): `gepa-tune tune` alone, then `gepa-tune action`, which also compares
-branches, builds and pushes a commit with real git to a bare `origin`, and creates (then updates) the
-pull request with PyGithub over HTTP on a fake GitHub REST API on 127.0.0.1. The difference of the
-medians is the Action's own time. It also reports the PR body's length for an eval set of N instances.
+the same and sends no requests): `gepa-tune tune` alone, then `gepa-tune action`, which also runs its
+pre-flight, compares branches, and either finds the open pull request already proposing this result
+(`unchanged`: nothing pushed, nothing edited) or, with a new title each time, builds and pushes a commit
+with real git to a bare `origin` and updates the pull request with PyGithub over HTTP on a fake GitHub
+REST API on 127.0.0.1. The difference of the medians is the Action's own time. It also reports the PR
+body's length for an eval set of N instances.
 
     .venv/bin/python bench/action_overhead.py [--runs 5] [--instances 300] [--write-example docs/example-pr.md]
 """
@@ -66,7 +68,11 @@ def main() -> None:
         first_body = github.pulls("bench/prompts")[0]["body"]
         sent = len(server.requests)
         tune_s = [timed(tune, env) for _ in range(args.runs)]
-        action_s = [timed(act, env) for _ in range(args.runs)]
+        github.reset_requests()
+        action_s = [timed(act, env) for _ in range(args.runs)]  # the same result: `unchanged`
+        unchanged_writes = len([r for r in github.requests if r.method != "GET"])
+        github.reset_requests()
+        update_s = [timed([*act, "--title", f"bench run {i}"], env) for i in range(args.runs)]
         assert len(server.requests) == sent, "the timed runs must be served from the cache"
         [pr] = github.pulls("bench/prompts")
         body = pr["body"]  # the same text as the first body, but for usage (a warm run pays nothing)
@@ -74,9 +80,13 @@ def main() -> None:
 
         print(f"eval set: {per_rule * len(rule_task.RULES)} instances; first (cold) action run {cold:.2f} s")
         print(f"gepa-tune tune   (warm cache): median {statistics.median(tune_s):.2f} s  {_spread(tune_s)}")
-        print(f"gepa-tune action (warm cache): median {statistics.median(action_s):.2f} s  {_spread(action_s)}")
-        print(f"action's own time: {statistics.median(action_s) - statistics.median(tune_s):.2f} s "
-              f"(git + {writes / (args.runs + 1):.1f} GitHub writes per run; the PR is updated)")
+        tuned = statistics.median(tune_s)
+        print(f"gepa-tune action, same result (unchanged): median {statistics.median(action_s):.2f} s  "
+              f"{_spread(action_s)}; own time {statistics.median(action_s) - tuned:.2f} s, "
+              f"{unchanged_writes / args.runs:.1f} GitHub writes per run")
+        print(f"gepa-tune action, new title (updated):     median {statistics.median(update_s):.2f} s  "
+              f"{_spread(update_s)}; own time {statistics.median(update_s) - tuned:.2f} s, "
+              f"{writes / args.runs:.1f} GitHub writes per run")
         print(f"PR body: {len(body):,} characters of GitHub's 65,536; "
               f"{'cut' if 'Shortened to fit' in body else 'not cut'}")
         if args.write_example:

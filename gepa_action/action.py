@@ -14,11 +14,21 @@ The flow, and the rules a reviewer can rely on:
    open PR gets a comment instead.
 6. If the base branch changed a tuned file (template, eval set, gepa.yaml) while the run went on, the
    result is stale and nothing is pushed.
+7. Before tuning (not after the run is paid for), a pre-flight checks the repository name, that the
+   token can see the repository and read its pull requests, and that the remote accepts a push.
+8. An identical result is not news: when the open PR's branch already holds exactly this tree (only
+   gepa.lock's `written_at`/`written_by` would change), nothing is pushed and the PR is left as it is
+   (`operation=unchanged`), so reviews are not dismissed by a no-op force-push.
+9. A finding told in a comment (a human commit on the branch, a base that moved) is told once: the
+   comment carries a marker, and a later run that finds the same thing looks for it first.
+10. Whatever fails, `$GITHUB_OUTPUT` and the job summary are written, so later steps and the run page
+    say what happened.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -26,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import GepaError, InputError
 from .gitops import TRAILER, Git, Identity
+from .markdown import inline
 from .pr_body import MARKER, render_job_summary, render_pr_body
 from .workspace import Task, Workspace
 
@@ -103,17 +114,21 @@ class ActionOptions:
 
 @dataclass
 class ActionResult:
-    operation: str  # created / updated / closed / none
+    operation: str  # created / updated / unchanged / closed / none
     improved: bool
     report_path: str
     pr_number: int | None = None
     pr_url: str | None = None
     messages: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown as ::warning annotations
     applied: list[str] = field(default_factory=list)
     tune_result: Any = None  # the TuneResult: its report, run folder and per-task outcomes
 
     def outputs(self) -> dict[str, str]:
-        return {"pull-request-number": str(self.pr_number or ""), "pull-request-url": self.pr_url or "",
+        """The step outputs as action.yml documents them: no PR number or URL with `none`."""
+        has_pr = self.operation != "none" and self.pr_number is not None
+        return {"pull-request-number": str(self.pr_number) if has_pr else "",
+                "pull-request-url": (self.pr_url or "") if has_pr else "",
                 "operation": self.operation, "improved": "true" if self.improved else "false",
                 "report-path": self.report_path}
 
@@ -183,7 +198,9 @@ class ActionFlow:
         self.environ = environ
         self.log = log
         self.git = Git(workspace.root)
+        self.git.use_token(github.token, github.server_url)
         self.identity = Identity.from_env(environ)
+        self.outcome: ActionResult | None = None  # what is known so far, for the outputs of a failed run
 
     def run(self, tune: Callable[[Workspace, list[Task]], Any]) -> ActionResult:
         tasks = self.workspace.select(self.options.tasks)
@@ -192,7 +209,7 @@ class ActionFlow:
         snapshot = {path: p.read_text(encoding="utf-8") for p in tuned_paths(self.workspace, tasks)
                     if p.exists() and not (path := self.git.path_in_repo(p)).startswith("../")}
         if not self.options.dry_run:
-            self._pull_requests()  # fail on a missing token or repository before paying for a run
+            self._preflight(branch)  # fail on a wrong repository, token or permission before paying for a run
 
         result = tune(self.workspace, tasks)
         report, run_path = result.report, Path(result.run.path)
@@ -202,6 +219,7 @@ class ActionFlow:
         for name, (ok, why) in verdicts.items():
             self.log(f"{name}: {'apply' if ok else 'keep the seed'}: {why}")
         outcome = ActionResult("none", bool(applied), report_rel, applied=applied, tune_result=result)
+        self.outcome = outcome
         full_link = f"{self.github.server_url}/{self.github.repository}/blob/{branch}/{FULL_REPORT_PATH}"
         body = render_pr_body(report, applied=applied, threshold=self.options.threshold.describe(),
                               run_url=self.github.run_url, full_report=full_link, limit=PR_BODY_LIMIT)
@@ -221,12 +239,22 @@ class ActionFlow:
         return (self.environ.get("GITHUB_BASE_REF") or self.environ.get("GITHUB_REF_NAME")
                 or self.git.current_branch() or "main")
 
+    def _preflight(self, branch: str) -> None:
+        """Seconds, not a paid run: the repository, the token and its permissions, the remote's push."""
+        self._pull_requests().preflight()
+        self.git.can_push(branch)
+
     def _pull_requests(self) -> Any:
-        from .github import PullRequests
+        from .github import InvalidRepository, PullRequests, check_repository
 
         if not self.github.repository:
             raise InputError(None, "no repository to open the pull request in", key="repository",
                              hint="set GITHUB_REPOSITORY=owner/name (Actions sets it) or use --dry-run")
+        try:
+            check_repository(self.github.repository)
+        except InvalidRepository:
+            raise InputError(None, f"'{self.github.repository[:100]}' is not 'owner/name'", key="repository",
+                             hint="set GITHUB_REPOSITORY=owner/name (Actions sets it) or use --dry-run") from None
         if not self.github.token:
             raise InputError(None, "no GitHub token", key="github-token",
                              hint="set GITHUB_TOKEN (the action passes the workflow token) or use --dry-run")
@@ -254,21 +282,30 @@ class ActionFlow:
             message = (f"{MARKER}\ngepa-tune did not update this branch: `{base}` changed "
                        f"{', '.join(f'`{p}`' for p in stale[:5])} since the tuned files were read, so the "
                        f"result is stale. The next run tunes the new version.")
-            self._tell(pr, message, outcome, f"not pushed: {base} changed {', '.join(stale[:5])} during the run "
-                                              "(or the checkout had uncommitted changes); re-run on the new base")
+            self._tell(pr, message, f"stale {base_tip} {' '.join(stale)}", outcome,
+                       f"not pushed: {base} changed {', '.join(stale[:5])} during the run "
+                       "(or the checkout had uncommitted changes); re-run on the new base")
             return
         remote, foreign = self._ownership(branch, base_tip)
         if foreign:
             message = (f"{MARKER}\ngepa-tune found a better prompt (run `{report['run_id']}`) but did not push: "
                        f"branch `{branch}` has commits it did not make ({', '.join(foreign[:5])}). Merge or "
                        f"close this pull request, or delete the branch, and the next run will propose again.")
-            self._tell(pr, message, outcome, f"not pushed: branch {branch} has commits gepa-tune did not make: "
-                                              f"{', '.join(foreign[:5])}")
+            self._tell(pr, message, f"foreign {remote}", outcome,
+                       f"not pushed: branch {branch} has commits gepa-tune did not make: {', '.join(foreign[:5])}")
             return
         files = self._files(report, applied, base_tip, body, run_path)
+        title = self.options.title or self._title(report, applied)
+        if pr is not None and remote is not None and self._same_proposal(remote, base_tip, files, pr, title):
+            outcome.operation, outcome.pr_number, outcome.pr_url = "unchanged", pr.number, pr.url
+            outcome.messages.append(f"pull request #{pr.number} unchanged: its branch already holds this result "
+                                    f"({pr.url})")
+            missing = [label for label in self.options.labels if label not in pr.labels]
+            if missing:  # a label asked for since: added, which neither pushes nor edits the body
+                outcome.warnings.extend(prs.update(pr.number, labels=missing).warnings)
+            return
         sha = self.git.commit_files(base_tip, files, self._commit_message(report, applied), self.identity)
         self.git.push(sha, branch, replace=remote)
-        title = self.options.title or self._title(report, applied)
         if pr is not None:
             info = prs.update(pr.number, title=title, body=body.text, labels=list(self.options.labels))
             outcome.operation = "updated"
@@ -277,6 +314,31 @@ class ActionFlow:
                                                  draft=self.options.draft, labels=list(self.options.labels))
         outcome.pr_number, outcome.pr_url = info.number, info.url
         outcome.messages.append(f"pull request #{info.number} {outcome.operation}: {info.url}")
+        outcome.warnings.extend(info.warnings)
+
+    def _same_proposal(self, remote: str, base_tip: str, files: dict[str, str], pr: Any, title: str) -> bool:
+        """Whether the branch's tip already proposes this result: our one commit on the current base, with
+        the same tree once gepa.lock's `written_at`/`written_by` (and the cut-off full report's run
+        details) are set aside, and the same title."""
+        from . import baseline
+
+        if self.git.parents(remote) != [base_tip] or pr.title != title:
+            return False
+        candidate = dict(files)
+        for path, text in files.items():
+            old = self.git.show(remote, path)
+            if old is None or old == text:
+                continue
+            if path == FULL_REPORT_PATH:
+                candidate[path] = old  # the full report of an identical result differs in its run id only
+            elif path == self.git.path_in_repo(baseline.lock_path(self.workspace.root)):
+                try:
+                    same = _lock_without_stamps(baseline.parse(old)) == _lock_without_stamps(baseline.parse(text))
+                except InputError:
+                    same = False
+                if same:
+                    candidate[path] = old
+        return self.git.tree_with(base_tip, candidate) == self.git.tree_of(remote)
 
     def _withdraw(self, report: dict[str, Any], branch: str, base: str,
                   verdicts: dict[str, tuple[bool, str]], outcome: ActionResult) -> None:
@@ -300,11 +362,14 @@ class ActionFlow:
         outcome.operation, outcome.pr_number, outcome.pr_url = "closed", info.number, info.url
         outcome.messages.append(f"pull request #{info.number} closed: no gain cleared the threshold")
 
-    def _tell(self, pr: Any, comment: str, outcome: ActionResult, message: str) -> None:
+    def _tell(self, pr: Any, comment: str, finding: str, outcome: ActionResult, message: str) -> None:
+        """Log `message`; comment on the open PR, once per `finding` (the marker holds its hash)."""
         if pr is not None:
-            self._pull_requests().comment(pr.number, comment)
-            outcome.pr_number, outcome.pr_url = pr.number, pr.url
+            marker = f"<!-- gepa-tune:finding {hashlib.sha256(finding.encode()).hexdigest()[:16]} -->"
+            if not self._pull_requests().comment_once(pr.number, comment, marker):
+                message += f" (already said on pull request #{pr.number})"
         outcome.messages.append(message)
+        outcome.warnings.append(message)
 
     def _files(self, report: dict[str, Any], applied: list[str], base_tip: str, body: Any,
                run_path: Path) -> dict[str, str]:
@@ -355,6 +420,11 @@ class ActionFlow:
         return f"gepa-tune: evolved prompts ({', '.join(parts)} on test)"
 
 
+def _lock_without_stamps(lock: Any) -> dict[str, Any]:
+    """gepa.lock's entries without the fields that change on every write (when and by which run)."""
+    return {name: {**entry.to_dict(), "written_at": "", "written_by": ""} for name, entry in lock.tasks.items()}
+
+
 def load_for_action(load: Callable[[], Workspace], options: ActionOptions, environ: dict[str, str]) -> Workspace:
     """Load the workspace and put the Action's API key where the config expects it."""
     workspace = apply_overrides(load(), options)
@@ -382,15 +452,16 @@ def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionO
     runner = Runner(environ)
     for secret in (environ.get("GEPA_TUNE_API_KEY"), environ.get("GITHUB_TOKEN"), environ.get("GH_TOKEN")):
         runner.mask(secret)
+    flow: ActionFlow | None = None
     try:
         workspace = load_for_action(load, options, environ)
         runner.mask(os.environ.get(workspace.lm.api_key_env))
         flow = ActionFlow(workspace, options, GitHubContext.from_env(environ), environ, log)
         result = flow.run(tune)
-    except InputError as error:
-        runner.annotate(error, _annotation_root(config_dir))
-        runner.set_outputs({"operation": "none", "improved": "false", "pull-request-number": "",
-                            "pull-request-url": "", "report-path": ""})
+    except Exception as error:  # a bug too: later steps still get outputs and a summary, then it surfaces
+        if isinstance(error, InputError):
+            runner.annotate(error, _annotation_root(config_dir))
+        _report_failure(runner, error, flow.outcome if flow is not None else None, options)
         raise
     runner.set_outputs(result.outputs())
     runner.add_summary(render_job_summary(result.tune_result.report, applied=result.applied,
@@ -398,6 +469,30 @@ def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionO
                                           pr_url=result.pr_url))
     for message in result.messages:
         log(message)
-        if message.startswith("not pushed"):
-            runner.warning(message)
+    for warning in result.warnings:
+        if warning not in result.messages:
+            log(f"warning: {warning}")
+        runner.warning(warning)
     return result
+
+
+def _report_failure(runner: Any, error: Exception, outcome: ActionResult | None, options: ActionOptions) -> None:
+    """Outputs and a job summary for a failed step too: later steps (and people) see what happened.
+
+    The outputs say `none` unless a PR was already created or updated before the failure."""
+    if outcome is not None and outcome.operation != "none" and outcome.pr_number is not None:
+        runner.set_outputs(outcome.outputs())
+    else:
+        runner.set_outputs({"operation": "none", "improved": "true" if outcome and outcome.improved else "false",
+                            "pull-request-number": "", "pull-request-url": "",
+                            "report-path": outcome.report_path if outcome else ""})
+    parts = []
+    if outcome is not None and outcome.tune_result is not None:
+        parts.append(render_job_summary(outcome.tune_result.report, applied=outcome.applied,
+                                        threshold=options.threshold.describe(), operation=outcome.operation,
+                                        pr_url=outcome.pr_url).rstrip("\n"))
+    else:
+        parts.append("## gepa-tune")
+    text = str(error) if isinstance(error, GepaError) else f"{type(error).__name__} (a bug: see the log)"
+    parts.append(f"**Failed:** {inline(text, 2000)}")
+    runner.add_summary("\n\n".join(parts))

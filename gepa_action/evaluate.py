@@ -61,9 +61,18 @@ def open_client(workspace: Workspace, *, use_cache: bool = True,
             raise RunError("lm.provider local: the local model servers are not running "
                            "(open the client inside local_model.local_routes)")
         first = next(iter(routes.values())).base_url
-        return LMClient(workspace.lm, api_key=None, base_url=first, cache=cache, routes=routes)
-    base_url, api_key = resolve_endpoint(workspace.lm, os.environ if environ is None else environ)
-    return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache, routes=routes)
+        return LMClient(workspace.lm, api_key=None, base_url=first, cache=cache, routes=routes,
+                        secrets=secrets_of(os.environ if environ is None else environ))
+    env = os.environ if environ is None else environ
+    base_url, api_key = resolve_endpoint(workspace.lm, env)
+    return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache, routes=routes,
+                    secrets=secrets_of(env))
+
+
+def secrets_of(environ: Mapping[str, str]) -> tuple[str | None, ...]:
+    """Secrets besides the model key that a run can see and an answer must never carry: a server that
+    echoes headers or the environment would otherwise put them into the cache, the report and the PR."""
+    return tuple(environ.get(name) for name in ("GITHUB_TOKEN", "GH_TOKEN", "GEPA_TUNE_API_KEY", "OPENAI_API_KEY"))
 
 
 async def evaluate_tasks(tasks: list[Task], split: str, lm: LMClient,

@@ -2,6 +2,8 @@
 
 The Action pushes a branch with the evolved prompts and then needs exactly five things from the REST API:
 find the open pull request for that branch, create one (or update the existing one), comment, close.
+Before the run is paid for, `preflight` checks what can be checked without writing: the repository
+and read access to pull requests (the push permission is checked by git, see `gitops.can_push`).
 `PullRequests` does those and nothing else, so that the Action's flow reads as a few calls and every
 GitHub failure arrives as one `GitHubError` line that says what was attempted, the HTTP status and
 what the user has to change (usually the workflow's `permissions:` or a repository setting).
@@ -16,6 +18,9 @@ Design choices, and why:
   should fail with a clear message and be re-run later, not sleep for an hour inside the runner. POST
   is never retried automatically, because a POST that timed out may have succeeded (a second comment
   would be a visible duplicate).
+* Labels are a courtesy, the pull request is the product: a token that may write pull requests but not
+  issues gets a 403 on the labels call after the pull request exists. That is a warning on the result
+  (naming `issues: write`), not a failure that hides the pull request just made.
 * The token never leaves this module: PyGithub masks it in its own debug log, every message built here
   is scrubbed of it, and PyGithub's exceptions (which carry raw response data) are not chained onto
   ours.
@@ -43,6 +48,7 @@ from gepa_action.errors import RunError
 DEFAULT_API_URL = "https://api.github.com"
 MAX_BODY_CHARS = 65_536  # GitHub rejects longer pull-request bodies and comments with 422
 PERMISSIONS_HINT = "the workflow needs `permissions: contents: write` and `pull-requests: write`"
+LABELS_HINT = "labelling a pull request needs `permissions: issues: write` in the workflow"
 ACTIONS_SETTING_HINT = (
     'turn on "Allow GitHub Actions to create and approve pull requests" in the repository (or organization) '
     "settings: Settings → Actions → General → Workflow permissions"
@@ -88,6 +94,19 @@ class GitHubError(RunError):
         self.status = status
 
 
+class InvalidRepository(GitHubError, ValueError):
+    """`repository` is not "owner/name" (a ValueError too: it is a bad argument before it is anything)."""
+
+
+def check_repository(repository: str | None) -> str:
+    """`repository` if it reads "owner/name"; else one line saying what was given and what is expected."""
+    if not _REPOSITORY.fullmatch(repository or "") or repository in (".", "..") or "/../" in f"/{repository}/":
+        shown = (repository or "")[:100]
+        raise InvalidRepository(f"GitHub: the repository must be 'owner/name', got {shown!r}; set "
+                                "GITHUB_REPOSITORY=owner/name (Actions sets it)")
+    return str(repository)
+
+
 @dataclasses.dataclass(frozen=True)
 class PullRequestInfo:
     """What the Action needs to know about a pull request, detached from PyGithub's lazy objects
@@ -103,6 +122,7 @@ class PullRequestInfo:
     user_login: str
     draft: bool = False
     labels: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # e.g. labels GitHub refused: the pull request itself is fine
 
 
 class PullRequests:
@@ -126,8 +146,7 @@ class PullRequests:
         retries: int = 2,
         write_interval: float = 1.0,
     ) -> None:
-        if not _REPOSITORY.fullmatch(repository or ""):
-            raise ValueError(f"repository must be 'owner/name', got {repository!r}")
+        check_repository(repository)
         if not token:
             raise GitHubError(
                 "GitHub: no token given; pass `${{ secrets.GITHUB_TOKEN }}` (or a personal access token) to the Action"
@@ -155,6 +174,37 @@ class PullRequests:
         self._gh.close()
 
     # -- operations ----------------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Fail in seconds, before a run is paid for, on what would fail after it: a wrong repository,
+        URL or token (404/401), an archived repository, no read access to pull requests.
+
+        Write access to pull requests cannot be tested without writing; a missing `pull-requests: write`
+        still shows at the first write, with the same message.
+        """
+        # The repository's `permissions` field is not consulted for push: whether GitHub fills it for an
+        # installation token (the workflow's GITHUB_TOKEN) is not something to bet a failed run on. The
+        # push itself is checked where GitHub authorises it, by a `git push --dry-run` (gitops.can_push).
+        with self._api("read the repository", write=False):
+            _headers, data = self._gh.requester.requestJsonAndCheck("GET", self._repo.url)
+        if isinstance(data, dict) and data.get("archived"):
+            raise GitHubError(f"GitHub: {self.repository} is archived: nothing can be pushed to it", status=403)
+        with self._api("list the open pull requests", write=False):
+            self._gh.requester.requestJsonAndCheck("GET", f"{self._repo.url}/pulls",
+                                                   parameters={"state": "open", "per_page": 1})
+
+    def has_comment(self, number: int, marker: str) -> bool:
+        """Whether a conversation comment on pull request `number` already contains `marker`."""
+        with self._api(f"read the comments of pull request #{number}", write=False):
+            return any(marker in (c.body or "") for c in self._repo.get_issue(number).get_comments())
+
+    def comment_once(self, number: int, text: str, marker: str) -> bool:
+        """Comment `text` unless a comment with `marker` is there already (a finding is said once, not on
+        every scheduled run); the marker, an HTML comment, is added to the text. True if it commented."""
+        if self.has_comment(number, marker):
+            return False
+        self.comment(number, f"{text}\n\n{marker}")
+        return True
 
     def find_open(self, branch: str, base: str | None = None) -> PullRequestInfo | None:
         """The open pull request from `branch` of this repository (into `base`, if given), or None.
@@ -274,8 +324,17 @@ class PullRequests:
     def _add_labels(self, info: PullRequestInfo, labels: list[str]) -> PullRequestInfo:
         """POST the labels in the `{"labels": [...]}` form GitHub recommends; the answer is the full list."""
         url = f"{self._repo.url}/issues/{info.number}/labels"
-        with self._api(f"add labels {', '.join(labels)} to pull request #{info.number}", write=True):
-            _headers, data = self._gh.requester.requestJsonAndCheck("POST", url, input={"labels": labels})
+        what = f"add labels {', '.join(labels)} to pull request #{info.number}"
+        try:
+            with self._api(what, write=True):
+                _headers, data = self._gh.requester.requestJsonAndCheck("POST", url, input={"labels": labels})
+        except GitHubError as exc:
+            if exc.status not in (403, 404) or _is_rate_limit_text(str(exc)):
+                raise
+            reason = f"HTTP {exc.status}"
+            warning = (f"GitHub: pull request #{info.number} is fine, but could not {what} ({reason}); "
+                       f"{LABELS_HINT}")
+            return dataclasses.replace(info, warnings=(*info.warnings, warning))
         names = tuple(item.get("name", "") for item in data or [] if isinstance(item, dict))
         return dataclasses.replace(info, labels=names or tuple(dict.fromkeys([*info.labels, *labels])))
 
@@ -435,6 +494,10 @@ def _is_rate_limit(exc: GithubException, headers: Mapping[str, str]) -> bool:
         or "retry-after" in headers
         or "rate limit" in message
     )
+
+
+def _is_rate_limit_text(message: str) -> bool:
+    return "rate limited" in message
 
 
 def _rate_limit_hint(headers: Mapping[str, str]) -> str:

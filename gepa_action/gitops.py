@@ -6,10 +6,17 @@ of the base branch's tip, then pushed by SHA. The working tree, the index and HE
 
 A commit counts as ours when it carries the `Gepa-Tune-Run:` trailer and the bot's author e-mail; the
 Action force-pushes (with a lease on the exact tip it inspected) only over a branch made of such commits.
+
+Credentials: the workflow checks out with `persist-credentials: false` (no token left in `.git/config`
+for every later step to read), so the token is handed to the network commands that need it, and only
+to them, as an `http.<server>/.extraheader` in the environment (`GIT_CONFIG_*`, never on a command
+line that `ps` shows). A checkout that did persist its credentials keeps using its own header: two
+Authorization headers would be refused.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import tempfile
@@ -54,12 +61,26 @@ class Git:
     def __init__(self, directory: Path, remote: str = "origin") -> None:
         self.directory = Path(directory)
         self.remote = remote
+        self._auth: dict[str, str] = {}
         top = self._run("rev-parse", "--show-toplevel", what="find the git repository")
         self.root = Path(top.strip())
 
+    def use_token(self, token: str | None, server_url: str) -> None:
+        """Authenticate network commands to `server_url` with `token` (see the module docstring)."""
+        if not token or not server_url.startswith(("https://", "http://")):
+            return
+        configured = self._run("config", "--get-regexp", r"^http\..*\.extraheader$", what="read the git config",
+                               check=False)
+        if configured.strip():  # the checkout persisted its own credentials: adding ours would duplicate them
+            return
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        self._auth = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{server_url.rstrip('/')}/.extraheader",
+                      "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}"}
+
     def _run(self, *args: str, what: str, env: Mapping[str, str] | None = None, check: bool = True,
-             stdin: str | None = None) -> str:
-        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+             stdin: str | None = None, network: bool = False) -> str:
+        auth = self._auth if network else {}
+        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **auth, **(env or {})}
         proc = subprocess.run(["git", "-C", str(self.directory), *args], capture_output=True, text=True,
                               env=full_env, input=stdin, check=False)
         if check and proc.returncode != 0:
@@ -74,7 +95,7 @@ class Git:
     def remote_sha(self, branch: str) -> str | None:
         """The remote branch's tip as the remote has it now (None when it does not exist)."""
         out = self._run("ls-remote", "--heads", self.remote, f"refs/heads/{branch}",
-                        what=f"read branch '{branch}' on {self.remote}")
+                        what=f"read branch '{branch}' on {self.remote}", network=True)
         for line in out.splitlines():
             sha, _, ref = line.partition("\t")
             if ref == f"refs/heads/{branch}":
@@ -84,7 +105,7 @@ class Git:
     def fetch(self, branch: str) -> str:
         """Fetch a remote branch's commits (no local ref is moved) and return its tip."""
         self._run("fetch", "--quiet", "--no-tags", self.remote, f"refs/heads/{branch}",
-                  what=f"fetch '{branch}' from {self.remote}")
+                  what=f"fetch '{branch}' from {self.remote}", network=True)
         return self._run("rev-parse", "FETCH_HEAD^{commit}", what="read the fetched tip").strip()
 
     def commits(self, base: str, tip: str) -> list[Commit]:
@@ -101,10 +122,26 @@ class Git:
         return commits
 
     def commit_files(self, parent: str, files: Mapping[str, str], message: str, identity: Identity) -> str:
-        """A new commit on `parent` whose tree is parent's with `files` (repo path -> text) replaced.
+        """A new commit on `parent` whose tree is parent's with `files` (repo path -> text) replaced."""
+        return self.commit_tree(self.tree_with(parent, files), parent, message, identity)
 
-        Uses a throw-away index so nothing the user has checked out or staged is touched.
-        """
+    def tree_of(self, commit: str) -> str:
+        return self._run("rev-parse", f"{commit}^{{tree}}", what="read a commit's tree").strip()
+
+    def parents(self, commit: str) -> list[str]:
+        return self._run("rev-list", "--parents", "-n", "1", commit, what="read a commit's parents").split()[1:]
+
+    def can_push(self, branch: str) -> None:
+        """A `--dry-run` push of HEAD to a fresh branch name next to `branch`: the remote checks the
+        credentials for pushing (GitHub answers 403 without `contents: write`) and nothing is sent."""
+        probe = f"refs/heads/{branch}-gepa-tune-preflight"
+        self._run("push", "--dry-run", "--quiet", "--porcelain", self.remote, f"HEAD:{probe}",
+                  what=f"check that {self.remote} accepts a push (the workflow needs `permissions: contents: "
+                       "write` and the token passed to the action)", network=True)
+
+    def tree_with(self, parent: str, files: Mapping[str, str]) -> str:
+        """The tree of `parent` with `files` (repo path -> text) replaced, built in a throw-away index so
+        nothing the user has checked out or staged is touched."""
         with tempfile.TemporaryDirectory(prefix="gepa-tune-index-") as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             self._run("read-tree", parent, what="read the base tree", env=env)
@@ -113,7 +150,9 @@ class Git:
                                  stdin=text).strip()
                 self._run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}",
                           what=f"stage {path}", env=env)
-            tree = self._run("write-tree", what="write the tree", env=env).strip()
+            return self._run("write-tree", what="write the tree", env=env).strip()
+
+    def commit_tree(self, tree: str, parent: str, message: str, identity: Identity) -> str:
         people = {"GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
                   "GIT_COMMITTER_NAME": identity.name, "GIT_COMMITTER_EMAIL": identity.email}
         return self._run("commit-tree", tree, "-p", parent, "-F", "-", what="create the commit", env=people,
@@ -127,7 +166,7 @@ class Git:
             args.append(f"--force-with-lease=refs/heads/{branch}:{replace}")
         self._run(*args, self.remote, f"{sha}:refs/heads/{branch}",
                   what=f"push branch '{branch}' to {self.remote} (the workflow needs `permissions: contents: write`"
-                       " and a checkout with credentials)")
+                       " and the token passed to the action)", network=True)
 
     def show(self, sha: str, path: str) -> str | None:
         """A file's text at a commit (None when the commit does not have it)."""

@@ -11,7 +11,11 @@ back, or an `LMError` whose one line says what failed where. What it hides, and 
   (halved on 429) and earns them back slowly, instead of being hammered into longer and longer bans.
 * Answers are cached by the exact request (see `cache.py`), so repeated evaluations cost nothing.
 * The API key lives only inside the SDK client. It is never logged, cached, or put into an error
-  message; if a server echoes it back, it is redacted.
+  message. A server (or proxy) that echoes the Authorization header back would otherwise hand the key
+  to everything downstream of an answer (cache, checkpoint, report, PR), so the key and the other
+  secrets the client is given are replaced in every answer *before* it is cached or returned.
+* A 200 whose body is not a chat completion (a proxy's HTML error page, `{"garbled": true}`) is a
+  flaky hop, not a verdict: it is retried like a 5xx, and every retry is counted by kind.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ PLACEHOLDER_API_KEY = "unused"
 RETRY_AFTER_CAP = 120.0
 #: Statuses worth another try: timeouts, conflicts, rate limits and server errors.
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+#: What replaces a secret found in a model's answer or a server's error text.
+REDACTED = "[redacted]"
+#: Secrets shorter than this are not redacted: replacing every "x" of an answer (a test key, the
+#: placeholder of a keyless server) would corrupt results while protecting nothing a real key is.
+MIN_SECRET_LENGTH = 8
+#: Names of the retry kinds counted in `Usage` (report.json's `retries_by_kind`).
+RETRY_KINDS = ("rate_limited", "server_error", "timeout", "connection", "invalid_reply", "other")
 
 
 class LMError(RunError):
@@ -72,6 +83,7 @@ class Completion:
     completion_tokens: int
     cached: bool
     model: str
+    retries: tuple[str, ...] = ()  # the kind of each retry this answer needed (see RETRY_KINDS)
 
 
 @dataclass
@@ -84,6 +96,7 @@ class ModelUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    retries_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class Usage:
@@ -113,8 +126,10 @@ class Usage:
     def record_cached(self, model: str) -> None:
         self._model(model).cached += 1
 
-    def record_retry(self, model: str) -> None:
-        self._model(model).retries += 1
+    def record_retry(self, model: str, kind: str = "other") -> None:
+        counters = self._model(model)
+        counters.retries += 1
+        counters.retries_by_kind[kind] = counters.retries_by_kind.get(kind, 0) + 1
 
     def total_cost(self) -> float:
         return sum(m.cost_usd for m in self.models.values())
@@ -132,6 +147,8 @@ class Usage:
             total.prompt_tokens += m.prompt_tokens
             total.completion_tokens += m.completion_tokens
             total.cost_usd += m.cost_usd
+            for kind, n in m.retries_by_kind.items():
+                total.retries_by_kind[kind] = total.retries_by_kind.get(kind, 0) + n
         return {
             **asdict(total),
             "models": {name: asdict(m) for name, m in sorted(self.models.items())},
@@ -141,7 +158,7 @@ class Usage:
     def summary(self) -> str:
         """One human line, e.g. `12 requests, 30 cached, 1 retry, 3400+900 tokens, $0.0012`."""
         d = self.to_dict()
-        retries = f"{d['retries']} retr{'y' if d['retries'] == 1 else 'ies'}"
+        retries = format_retries(d["retries"], d["retries_by_kind"])
         cost = format_cost(d["cost_usd"])
         if d["unpriced_models"]:
             cost += f" (+ unpriced: {', '.join(d['unpriced_models'])})"
@@ -149,6 +166,27 @@ class Usage:
             f"{d['requests']} requests, {d['cached']} cached, {retries}, "
             f"{d['prompt_tokens']}+{d['completion_tokens']} tokens, {cost}"
         )
+
+
+def format_retries(total: int, by_kind: Mapping[str, int] | None) -> str:
+    """`3 retries (2 rate_limited, 1 invalid_reply)`: how flaky the endpoint was, at a glance."""
+    text = f"{total} retr{'y' if total == 1 else 'ies'}"
+    kinds = [f"{n} {kind}" for kind, n in sorted((by_kind or {}).items(), key=lambda kv: (-kv[1], kv[0])) if n]
+    return f"{text} ({', '.join(kinds)})" if total and kinds else text
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every secret replaced by REDACTED (secrets are pre-filtered by `secret_list`)."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def secret_list(*values: str | None) -> tuple[str, ...]:
+    """The distinct secrets worth redacting, longest first (a key that contains another is replaced whole)."""
+    kept = {v.strip() for v in values if v and len(v.strip()) >= MIN_SECRET_LENGTH}
+    return tuple(sorted(kept, key=len, reverse=True))
 
 
 def format_cost(usd: float) -> str:
@@ -267,11 +305,12 @@ def resolve_endpoint(config: LMConfig, environ: Mapping[str, str]) -> tuple[str 
 class _Failure:
     """One failed attempt, classified: what to call it, whether to retry, how long the server asks."""
 
-    reason: str  # "HTTP 429", "timeout", "connection error"
+    reason: str  # "HTTP 429", "timeout", "connection error", "invalid reply"
     status: int | None
     detail: str
     retryable: bool
     retry_after: float | None = None
+    kind: str = "other"  # one of RETRY_KINDS, for the usage counters
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -297,11 +336,9 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return min(max(value, 0.0), RETRY_AFTER_CAP)
 
 
-def _one_line(text: str, secret: str | None, limit: int = 200) -> str:
+def _one_line(text: str, secrets: tuple[str, ...], limit: int = 200) -> str:
     """Short, single-line, secret-free server text for an error message."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    text = " ".join(text.split())
+    text = " ".join(redact(text, secrets).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -331,7 +368,9 @@ class LMClient:
     Use one client per run, as `async with LMClient(...) as lm:`. The cache belongs to the caller (it is
     not closed here); `cache=None` bypasses it (the CLI's --no-cache). `backoff_base`/`backoff_cap`
     shape the exponential backoff between retries; tests shrink them. `routes` sends the models it
-    names to their own servers (no key needed there) instead of `base_url`.
+    names to their own servers (no key needed there) instead of `base_url`. `secrets` are further
+    values (e.g. the GitHub token) that must never come out of an answer: they and the API key are
+    redacted from every answer before it is cached or returned.
     """
 
     def __init__(
@@ -344,6 +383,7 @@ class LMClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         routes: Mapping[str, Route] | None = None,
+        secrets: tuple[str | None, ...] = (),
     ) -> None:
         self.config = config
         self.routes: dict[str, Route] = dict(routes or {})
@@ -356,6 +396,7 @@ class LMClient:
         self.base_url = (explicit_url or DEFAULT_BASE_URL).rstrip("/")
         self.endpoint = self.base_url + "/chat/completions"
         self._api_key = api_key
+        self._secrets = secret_list(api_key, *secrets)
         self._has_explicit_url = bool(explicit_url)
         self._openai: ModuleType | None = None
         self._client: AsyncOpenAI | None = None
@@ -397,8 +438,8 @@ class LMClient:
         temperature = self.config.temperature if temperature is None else temperature
         max_tokens = self.config.max_tokens if max_tokens is None else max_tokens
         if self.cache is None:
-            data = await self._fetch(model, messages, temperature, max_tokens)
-            return self._completion(data, model, cached=False)
+            data, retries = await self._fetch(model, messages, temperature, max_tokens)
+            return self._completion(data, model, cached=False, retries=retries)
 
         route = self.routes.get(model)
         key = cache_key(
@@ -417,21 +458,23 @@ class LMClient:
             if _valid_entry(hit):
                 self.usage.record_cached(model)
                 return self._completion(hit, model, cached=True)
-            data = await self._fetch(model, messages, temperature, max_tokens)
+            data, retries = await self._fetch(model, messages, temperature, max_tokens)
             self.cache.put(key, data)  # truncated answers too: they are what this request yields
-        return self._completion(data, model, cached=False)
+        return self._completion(data, model, cached=False, retries=retries)
 
-    @staticmethod
-    def _completion(data: Mapping[str, Any], model: str, *, cached: bool) -> Completion:
+    def _completion(self, data: Mapping[str, Any], model: str, *, cached: bool,
+                    retries: tuple[str, ...] = ()) -> Completion:
         finish_reason = str(data["finish_reason"])
         return Completion(
-            text=data["text"],
+            # Redacted again on the way out: a cache written by an older version may hold an echoed key.
+            text=redact(data["text"], self._secrets),
             finish_reason=finish_reason,
             truncated=finish_reason == "length",
             prompt_tokens=int(data["prompt_tokens"]),
             completion_tokens=int(data["completion_tokens"]),
             cached=cached,
             model=model,
+            retries=retries,
         )
 
     def endpoint_for(self, model: str) -> str:
@@ -468,11 +511,13 @@ class LMClient:
 
     async def _fetch(
         self, model: str, messages: list[dict[str, Any]], temperature: float, max_tokens: int
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
         """One logical request: acquire a slot, call, release; on a retryable failure wait (slot-free)
-        and try again, up to `config.max_retries` retries. Returns the cacheable answer."""
+        and try again, up to `config.max_retries` retries. Returns the cacheable (redacted) answer and
+        the kinds of the retries it took."""
         openai, client = self._sdk(model)
         attempts = 0
+        retries: list[str] = []
         while True:
             attempts += 1
             generation = await self.limiter.acquire()
@@ -489,17 +534,26 @@ class LMClient:
                 )
             except openai.APIError as exc:
                 failure = self._classify(openai, exc)
+            except ValueError as exc:  # a 200 whose body is not JSON at all (the SDK's json.loads)
+                failure = _Failure("invalid reply", 200, f"the body is not JSON ({exc})", retryable=True,
+                                   kind="invalid_reply")
             finally:
                 self.limiter.release()
             if failure is None:
-                self.limiter.succeeded()
-                return self._answer(reply, model)
+                data = self._answer(reply)
+                if data is not None:
+                    self.limiter.succeeded()
+                    self.usage.record_answer(model, data["prompt_tokens"], data["completion_tokens"])
+                    return data, tuple(retries)
+                failure = _Failure("invalid reply", 200, "not a chat completion: " + str(reply), retryable=True,
+                                   kind="invalid_reply")
             if failure.status == 429:
                 self.limiter.rate_limited(generation)
             await self._raise_if_crashed(model, attempts)
             if not failure.retryable or attempts > self.config.max_retries:
                 raise self._error(failure, model, attempts)
-            self.usage.record_retry(model)
+            self.usage.record_retry(model, failure.kind)
+            retries.append(failure.kind)
             await asyncio.sleep(self._delay(attempts, failure.retry_after))
 
     async def _raise_if_crashed(self, model: str, attempts: int, wait: float = 1.0) -> None:
@@ -520,36 +574,31 @@ class LMClient:
                 return
             await asyncio.sleep(0.05)
 
-    def _answer(self, reply: Any, model: str) -> dict[str, Any]:
-        """Read the chat-completion JSON; a reply of another shape is an error naming the endpoint."""
+    def _answer(self, reply: Any) -> dict[str, Any] | None:
+        """The cacheable answer from the chat-completion JSON, secrets redacted; None for another shape."""
         try:
             choice = reply["choices"][0]
             content = choice["message"].get("content")
             usage = reply.get("usage") or {}
             data = {
-                "text": content if isinstance(content, str) else "",
+                "text": redact(content, self._secrets) if isinstance(content, str) else "",
                 "finish_reason": str(choice.get("finish_reason") or "unknown"),
-                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
+                # A garbage count (negative, a string) must not buy budget back or crash the accounting.
+                "prompt_tokens": max(0, int(usage.get("prompt_tokens") or 0)),
+                "completion_tokens": max(0, int(usage.get("completion_tokens") or 0)),
             }
         except (TypeError, KeyError, IndexError, AttributeError, ValueError):
-            shown = _one_line(str(reply), self._api_key, limit=120)
-            raise LMError(
-                f"invalid reply (not a chat completion) from {self.endpoint_for(model)} (model {model}): {shown}",
-                status=200,
-                endpoint=self.endpoint_for(model),
-                model=model,
-                attempts=1,
-            ) from None
-        self.usage.record_answer(model, data["prompt_tokens"], data["completion_tokens"])
+            return None
         return data
 
     def _classify(self, openai: ModuleType, exc: Exception) -> _Failure:
         if isinstance(exc, openai.APITimeoutError):
-            return _Failure("timeout", None, f"no answer within {self.config.timeout:g} s", retryable=True)
+            return _Failure("timeout", None, f"no answer within {self.config.timeout:g} s", retryable=True,
+                            kind="timeout")
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__
-            return _Failure("connection error", None, str(cause) if cause else exc.message, retryable=True)
+            return _Failure("connection error", None, str(cause) if cause else exc.message, retryable=True,
+                            kind="connection")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             body = exc.body
@@ -563,13 +612,14 @@ class LMClient:
                 detail,
                 retryable=status in RETRYABLE_STATUSES or status >= 500,
                 retry_after=_retry_after(exc.response.headers),
+                kind="rate_limited" if status == 429 else "server_error" if status >= 500 else "other",
             )
-        # A reply the SDK could not make sense of (bad JSON, wrong shape): retrying will not fix it.
-        return _Failure("invalid reply", None, str(exc), retryable=False)
+        # A reply the SDK could not make sense of (bad JSON, wrong shape): as flaky as a 5xx.
+        return _Failure("invalid reply", None, str(exc), retryable=True, kind="invalid_reply")
 
     def _error(self, failure: _Failure, model: str, attempts: int) -> LMError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        detail = _one_line(failure.detail, self._api_key)
+        detail = _one_line(failure.detail, self._secrets)
         return LMError(
             f"{failure.reason} from {self.endpoint_for(model)} (model {model}){tries}: {detail}",
             status=failure.status,

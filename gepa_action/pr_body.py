@@ -41,6 +41,7 @@ from .report_md import (
     _signed,
     _verdict,
     lineage_section,
+    retries_text,
     score_rows,
 )
 
@@ -438,6 +439,8 @@ def _summary_tables(task: Row) -> str:
         calls += f" of {_count(usage['budget'])}"
     if _number(usage.get("test_calls")):
         calls += f" (+{_count(usage['test_calls'])} on test)"
+    if retries := retries_text(usage):  # a flaky endpoint is worth a reviewer's glance
+        calls += f", {retries}"
     tokens = f"{_count(usage.get('prompt_tokens'))} + {_count(usage.get('completion_tokens'))}"
     cost = _number(usage.get("cost_usd"))
     used = f"{models.get('task') or '?'} / {models.get('reflection') or '?'}"
@@ -579,6 +582,8 @@ def _operation(operation: str, pr_url: str | None, applied: set[str]) -> str:
         return f"Opened {link} with the evolved prompts."
     if operation == "updated":
         return f"Updated {link} with the evolved prompts of this run."
+    if operation == "unchanged":
+        return f"Left {link} as it is: it already proposes this result (nothing pushed, nothing edited)."
     if operation == "closed":
         return f"Closed {link}: no task's gain clears the threshold any more."
     if operation == "none":

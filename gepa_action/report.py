@@ -120,9 +120,20 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
             "prompt_tokens": int(sum(m.get("prompt_tokens", 0) for m in usage_models)),
             "completion_tokens": int(sum(m.get("completion_tokens", 0) for m in usage_models)),
             "cost_usd": sum(m.get("cost_usd", 0.0) for m in usage_models),
+            "retries": int(sum(m.get("retries", 0) for m in usage_models)),
+            "retries_by_kind": _retries_by_kind(usage_models),
             "wall_s": round(state.wall_s, 3),
         },
     }
+
+
+def _retries_by_kind(usage_models: Any) -> dict[str, int]:
+    """Retries of every model of the task, summed per kind (rate_limited, server_error, invalid_reply, ...)."""
+    kinds: dict[str, int] = {}
+    for counters in usage_models:
+        for kind, n in (counters.get("retries_by_kind") or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + int(n)
+    return dict(sorted(kinds.items()))
 
 
 def run_report(meta: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .lm import format_cost
+from .lm import RETRY_KINDS, format_cost, format_retries
 from .markdown import code_block, details, inline, plain, quote, table
 from .task import mean
 
@@ -89,6 +89,23 @@ def _delta(row: Row) -> float | None:
         before, after = _number(row.get("before")), _number(row.get("after"))
         delta = after - before if before is not None and after is not None else None
     return delta
+
+
+def retries_text(usage: Mapping[str, Any]) -> str | None:
+    """`3 retries (2 rate_limited, 1 invalid_reply)`, or None when the run needed none.
+
+    Kinds outside the client's own names are counted as `other`: report.json may come from a tampered
+    run folder, and only names this program wrote may reach Markdown.
+    """
+    total = _number(usage.get("retries"))
+    if not total:
+        return None
+    kinds: dict[str, int] = {}
+    for kind, n in _section(usage, "retries_by_kind").items():
+        if (count := _number(n)) is not None and count > 0:
+            name = kind if kind in RETRY_KINDS else "other"
+            kinds[name] = kinds.get(name, 0) + round(count)
+    return format_retries(round(total), kinds)
 
 
 def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -474,6 +491,8 @@ def _usage(task: Mapping[str, Any]) -> str:
     if _number(usage.get("prompt_tokens")) is not None or _number(usage.get("completion_tokens")) is not None:
         lines.append(f"- tokens: {_count(usage.get('prompt_tokens'))} prompt + "
                      f"{_count(usage.get('completion_tokens'))} completion")
+    if retries := retries_text(usage):
+        lines.append(f"- {retries} of model requests (transient failures that were tried again)")
     cost = _number(usage.get("cost_usd"))
     lines.append(f"- cost {format_cost(cost) if cost is not None else 'n/a'}, "
                  f"wall time {_duration(usage.get('wall_s'))}")
@@ -514,6 +533,8 @@ def render_summary_line(task: Mapping[str, Any]) -> str:
     cost = _number(usage.get("cost_usd"))
     if cost is not None:
         parts.append(format_cost(cost))
+    if retries := retries_text(usage):
+        parts.append(retries)
     if _number(usage.get("wall_s")) is not None:
         parts.append(_duration(usage["wall_s"]))
     status = task.get("status")

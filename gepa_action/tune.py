@@ -11,6 +11,9 @@ interrupted round from the cache at no cost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import CacheFull
 from .engine.budget import Limits
 from .engine.loop import Engine, EngineOptions
 from .engine.state import EngineState
@@ -28,7 +32,7 @@ from .local_model import local_routes
 from .paths import write_inside
 from .report import run_report, task_report
 from .report_md import render_report
-from .runs import RunDir, text_hash, utc_now, write_json
+from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic, write_json
 from .signals import sigterm_as_interrupt
 from .workspace import Task, Workspace
 
@@ -65,6 +69,7 @@ class TuneResult:
     run: RunDir
     report: dict[str, Any]
     outcomes: list[TaskOutcome]
+    write_error: RunWriteError | None = None  # the report could not be saved (it is still in `report`)
 
 
 class Interrupted(GepaError):
@@ -95,6 +100,33 @@ def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> 
     })
 
 
+def options_from(meta: Mapping[str, Any], run: RunDir) -> TuneOptions:
+    """run.json's options, checked like a config: a damaged or edited record is one line, not a TypeError."""
+    raw = meta.get("options")
+    fields = {f.name: f for f in dataclasses.fields(TuneOptions)}
+    if not isinstance(raw, dict) or not set(raw) <= set(fields):
+        raise InputError(str(run.meta_file), "'options' is not what gepa-tune writes", key="options",
+                         hint="the run folder is damaged or was edited; start a new run")
+    for name, value in raw.items():
+        default = fields[name].default
+        if name == "strategy":
+            ok = value in ("pareto", "best")
+        elif isinstance(default, bool):  # flags such as `local`
+            ok = isinstance(value, bool)
+        elif name in ("budget", "max_minutes") and value is None:
+            ok = True
+        elif name == "max_minutes":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        else:  # the integer options; none may be negative, and the counts start at 1
+            ok = (isinstance(value, int) and not isinstance(value, bool)
+                  and (name == "seed" or value >= (0 if name == "max_merges" else 1)))
+            ok = ok and not (name == "parallel" and value > 32)
+        if not ok:
+            raise InputError(str(run.meta_file), f"{value!r} is not a valid value (default {default!r})",
+                             key=f"options.{name}", hint="the run folder is damaged or was edited; start a new run")
+    return TuneOptions(**raw)
+
+
 def resumes_local(workspace: Workspace, run_id: str) -> bool:
     """Whether run `run_id` was started on the bundled local models (`--local`), so its resume is too."""
     options = RunDir.open(workspace.root, run_id).read_meta().get("options")
@@ -105,9 +137,16 @@ def reopen_run(workspace: Workspace, run_id: str) -> tuple[RunDir, list[Task], T
     """A run to resume, with its tasks and options; refuses when the inputs changed since it started."""
     run = RunDir.open(workspace.root, run_id)
     meta = run.read_meta()
+    options = options_from(meta, run)
+    if not meta.get("tasks"):
+        raise InputError(str(run.meta_file), "the run record names no task", key="tasks",
+                         hint="the run folder is damaged or was edited; start a new run")
     tasks = workspace.select(meta["tasks"])
     for task in tasks:
-        then = meta["fingerprints"][task.name]
+        then = meta.get("fingerprints", {}).get(task.name)
+        if then is None:
+            raise InputError(str(run.meta_file), f"no fingerprint for task '{task.name}'", key="fingerprints",
+                             hint="the run folder is damaged or was edited; start a new run")
         now = fingerprint(task)
         if now != then:
             changed = [m for m in now["templates"] if now["templates"][m] != then["templates"].get(m)]
@@ -116,7 +155,7 @@ def reopen_run(workspace: Workspace, run_id: str) -> tuple[RunDir, list[Task], T
             raise InputError(workspace.relative(workspace.config_file),
                              f"task '{task.name}': the {what} changed since run {run.run_id} started",
                              hint="resume only with the inputs the run started from, or start a new run")
-    return run, tasks, TuneOptions(**meta["options"])
+    return run, tasks, options
 
 
 ProgressFn = Callable[[str, EngineState, int | None], None]
@@ -124,7 +163,8 @@ ProgressFn = Callable[[str, EngineState, int | None], None]
 
 async def _tune_task(workspace: Workspace, run: RunDir, task: Task, options: TuneOptions, lm: Any,
                      progress: ProgressFn | None) -> TaskOutcome:
-    state = run.load_state(task.name) or EngineState.new(task.name, options.seed)
+    state = run.load_state(task.name, list(task.modules)) or EngineState.new(task.name, options.seed)
+    run.drop_replayed_events(task.name)  # a resume replays the interrupted round: its events come again
     limits = limits_for(task, options, run)
     buffer: list[dict[str, Any]] = []
 
@@ -147,12 +187,18 @@ async def _tune_task(workspace: Workspace, run: RunDir, task: Task, options: Tun
     except GepaError as exc:
         # The checkpoint stays at the last finished round; the events of the failed one are kept.
         emit({"event": "error", "message": str(exc)})
-        saved = run.load_state(task.name)
-        if saved is None:
-            run.append_events(buffer)
-        else:  # the error goes into the report; the pool and budget stay as checkpointed
-            saved.errors.append(str(exc))
-            run.save(saved, buffer)
+        saved = run.load_state(task.name, list(task.modules))
+        try:
+            if saved is None:
+                run.number_events(task.name, buffer)
+                run.append_events(buffer)
+            else:  # the error goes into the report; the pool and budget stay as checkpointed
+                saved.errors.append(str(exc))
+                run.save(saved, buffer, covered=False)
+        except RunWriteError:
+            # The disk that failed the run fails this record too: the error is reported from memory,
+            # and the checkpoint on disk is the last whole round, which is what a resume needs.
+            pass
         return TaskOutcome(task, saved, f"failed: {exc}", exc)
     return TaskOutcome(task, engine.state, "finished")
 
@@ -160,19 +206,26 @@ async def _tune_task(workspace: Workspace, run: RunDir, task: Task, options: Tun
 def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses: dict[str, str],
                   *, run_status: str | None = None) -> dict[str, Any]:
     """report.json and report.md from the checkpoints on disk. `run_status` None re-renders an ended
-    run as it was (its status, times and per-task statuses come from run.json)."""
+    run as it was (its status, times and per-task statuses come from run.json).
+
+    Raises `ReportNotSaved` (carrying the report) when the files cannot be written, e.g. on a full disk."""
     meta = run.read_meta()
     known = dict(statuses) if run_status is not None else {**meta.get("task_status", {}), **statuses}
     for task in tasks:  # a task that got as far as its test scoring finished, whatever came after
-        state = run.load_state(task.name)
+        state = run.load_state(task.name, list(task.modules))
         if task.name not in known and state is not None:
             known[task.name] = "finished" if state.final is not None else "interrupted"
+    failure: RunWriteError | None = None
     if run_status is not None:
-        meta = run.update_meta(status=run_status, finished_at=utc_now(), task_status=known)
-    options = TuneOptions(**meta["options"])
+        meta = {**meta, "status": run_status, "finished_at": utc_now(), "task_status": known}
+        try:
+            run.write_meta(meta)
+        except RunWriteError as exc:
+            failure = exc
+    options = options_from(meta, run)
     task_reports = []
     for task in tasks:
-        state = run.load_state(task.name)
+        state = run.load_state(task.name, list(task.modules))
         if state is None or not state.candidates:
             continue
         limits = limits_for(task, options, run)
@@ -180,9 +233,22 @@ def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses
         task_reports.append(task_report(task, state, budget=limits.max_metric_calls, reflection_model=reflection,
                                         status=known.get(task.name, "interrupted")))
     report = run_report(meta, task_reports)
-    write_json(run.path / "report.json", report)
-    (run.path / "report.md").write_text(render_report(report), encoding="utf-8")
+    try:
+        write_json(run.path / "report.json", report)
+        write_atomic(run.path / "report.md", render_report(report))
+    except RunWriteError as exc:
+        failure = failure or exc
+    if failure is not None:
+        raise ReportNotSaved(str(failure), report)
     return report
+
+
+class ReportNotSaved(RunWriteError):
+    """The run's report (and maybe its status) could not be written; the report itself is attached."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, resume: str | None = None,
@@ -191,9 +257,19 @@ def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, r
     check_credentials(workspace.lm, os.environ)
     if resume is not None:
         run, tasks, options = reopen_run(workspace, resume)
+        run.lock()  # before any write: a second process resuming this run stops here
         run.update_meta(status="running")
     else:
         run = start_run(workspace, tasks, options)
+    try:
+        return _drive(workspace, run, tasks, options, use_cache=use_cache, progress=progress)
+    finally:
+        run.unlock()
+
+
+def _drive(workspace: Workspace, run: RunDir, tasks: list[Task], options: TuneOptions, *, use_cache: bool,
+           progress: ProgressFn | None) -> TuneResult:
+    """Run the tasks of a locked run to their end and write the reports."""
 
     async def main(routes: Mapping[str, Route] | None) -> list[TaskOutcome]:
         lm = open_client(workspace, use_cache=use_cache, routes=routes)
@@ -213,16 +289,21 @@ def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, r
         write_reports(workspace, run, tasks, {t.name: f"failed: {exc}" for t in tasks}, run_status=f"failed: {exc}")
         raise
     except KeyboardInterrupt:
-        write_reports(workspace, run, tasks, {}, run_status="interrupted")
+        with contextlib.suppress(ReportNotSaved):  # the checkpoints are what a resume needs
+            write_reports(workspace, run, tasks, {}, run_status="interrupted")
         raise Interrupted(f"run {run.run_id} interrupted; every finished round is saved and every answer is "
                           f"cached: continue with `gepa-tune tune --resume {run.run_id}`") from None
     statuses = {o.task.name: o.status for o in outcomes}
     failed = [o for o in outcomes if o.error is not None]
     status = "finished" if not failed else f"failed: {failed[0].error}"
-    report = write_reports(workspace, run, tasks, statuses, run_status=status)
+    write_error: RunWriteError | None = None
+    try:
+        report = write_reports(workspace, run, tasks, statuses, run_status=status)
+    except ReportNotSaved as exc:
+        report, write_error = exc.report, exc
     if failed and not report["tasks"] and all(o.error.exit_code == 2 for o in failed):
         raise failed[0].error  # nothing ran at all: report the input problem as the error it is
-    return TuneResult(run, report, outcomes)
+    return TuneResult(run, report, outcomes, write_error)
 
 
 def write_templates(workspace: Workspace, report: dict[str, Any]) -> list[str]:
@@ -270,6 +351,11 @@ def progress_printer(stream: Any = None) -> ProgressFn:
 
 def raise_for(result: TuneResult) -> None:
     """After printing, turn a failed run into its exit code (the report is already written)."""
+    disk = (RunWriteError, CacheFull)  # the run stopped because a write failed: resuming continues it
+    if result.write_error is not None or any(isinstance(o.error, disk) for o in result.outcomes):
+        cause = result.write_error or next(o.error for o in result.outcomes if isinstance(o.error, disk))
+        raise RunWriteError(f"{cause}; the last finished round is checkpointed: continue with "
+                            f"`gepa-tune tune --resume {result.run.run_id}`")
     failed = [o for o in result.outcomes if o.error is not None]
     if failed:
         raise failed[0].error  # type: ignore[misc]

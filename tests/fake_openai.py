@@ -27,6 +27,10 @@ What to read back:
 * `headers` — the request headers of each attempt (lower-cased names), e.g. to check the API key sent.
 * `errors` — exceptions raised by the responder (each such attempt was answered with a 500).
 
+Faults worth testing against: `Reply(body="<html>…</html>", content_type="text/html")` (a proxy's page
+with status 200), `Reply(body={"garbled": True})` (JSON of the wrong shape), `echo_headers("authorization")`
+(a server that leaks the request's headers into its answers).
+
 How a reply is chosen, per attempt: the oldest queued `Reply` (see `queue`, `fail_next`) if any,
 else `responder(body)`, which may return a `str` (the answer text) or a `Reply`. The default responder
 echoes the last user message as `"echo: <text>"`. `delay` (server-wide) or `Reply.delay` sleeps
@@ -40,6 +44,7 @@ connection so no thread outlives the test for long.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import socket
@@ -77,7 +82,8 @@ class Reply:
     """A scripted answer. `status` != 200 makes it an error whose message is `text` (or a default).
 
     `body` replaces the whole response body (a dict is sent as JSON, a str as-is), for malformed
-    replies. `delay` overrides the server's delay for this answer.
+    replies; `content_type` is sent with it (a proxy's error page comes as text/html). `delay` overrides
+    the server's delay for this answer.
     """
 
     text: str = ""
@@ -86,6 +92,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float | None = None
     body: dict[str, Any] | str | None = None
+    content_type: str = "application/json"
 
 
 Responder = Callable[[dict[str, Any]], "str | Reply"]
@@ -142,6 +149,7 @@ class FakeOpenAI:
         self.attempts = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.echoed_headers: tuple[str, ...] = ()  # see echo_headers
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -225,6 +233,11 @@ class FakeOpenAI:
 
     # -- answering (called from handler threads) ---------------------------------------------------------
 
+    def echo_headers(self, *names: str) -> None:
+        """From now on, append the request's headers `names` (e.g. "authorization") to every 200 answer's
+        text, as a misconfigured proxy or a debugging server does: the client must not pass them on."""
+        self.echoed_headers = tuple(n.lower() for n in names)
+
     def _decide(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         with self._lock:
             self.attempts += 1
@@ -238,6 +251,9 @@ class FakeOpenAI:
             return Reply(text=f"responder raised {exc!r}", status=500)
         if isinstance(reply, str):
             reply = Reply(text=reply)
+        if self.echoed_headers and reply.status == 200 and reply.body is None:
+            echoed = " ".join(f"{n}: {headers.get(n, '')}" for n in self.echoed_headers)
+            reply = dataclasses.replace(reply, text=f"{reply.text} (request headers: {echoed})")
         if reply.status == 200:
             with self._lock:
                 self.requests.append(body)
@@ -318,11 +334,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # keep test output clean
 
-    def _send(self, status: int, payload: dict[str, Any] | str, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, payload: dict[str, Any] | str, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
         data = (payload if isinstance(payload, str) else json.dumps(payload)).encode("utf-8")
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
@@ -370,7 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
             if delay > 0:
                 time.sleep(delay)
             if reply.body is not None:
-                self._send(reply.status, reply.body, reply.headers)
+                self._send(reply.status, reply.body, reply.headers, reply.content_type)
             elif reply.status == 200:
                 self._send(200, completion_body(body, reply, state.model), reply.headers)
             else:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,3 +247,115 @@ def test_dry_run_needs_no_github(world: World) -> None:
     assert result.exit_code == 0, result.output
     assert "dry run: the PR body is in" in result.output and not world.github.requests
     assert world.outputs()["operation"] == "none" and world.outputs()["improved"] == "true"
+
+
+# -- when GitHub says no, and when nothing changed ------------------------------------------------------
+
+
+def _one_error(result: Result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.output and len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_malformed_repository_is_one_line_before_any_model_call(world: World) -> None:
+    result = world.run(env={"GITHUB_REPOSITORY": "acme"})
+    assert result.exit_code == 2
+    assert "repository: 'acme' is not 'owner/name'" in _one_error(result)
+    assert world.server.attempts == 0 and not world.github.requests
+    assert world.outputs()["operation"] == "none" and world.outputs()["pull-request-number"] == ""
+    assert "**Failed:**" in (world.tmp / "step_summary").read_text()
+
+
+def _refuse_pushes(world: World) -> None:
+    """Pushes go to a loopback server answering 403, as GitHub does to a token without `contents: write`;
+    fetches still come from the bare origin."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    git(world.clone, "remote", "set-url", "--push", "origin", f"http://127.0.0.1:{server.server_address[1]}/o/p.git")
+
+
+@pytest.mark.parametrize(("setup", "needle"), [
+    (lambda w: {"GITHUB_REPOSITORY": "octo/missing"}, "HTTP 404"),
+    (lambda w: {"GITHUB_TOKEN": "ghs_revoked"}, "the token was rejected"),
+    (lambda w: _refuse_pushes(w) or {}, "could not check that origin accepts a push"),
+    (lambda w: setattr(w.github, "permissions", {"contents": "write", "pull_requests": "none"}) or {},
+     "could not list the open pull requests"),
+], ids=["no-repository", "bad-token", "no-push", "no-pull-requests"])
+def test_preflight_fails_in_seconds_before_the_run_is_paid_for(world: World, setup, needle: str) -> None:
+    env = setup(world)
+    started = time.monotonic()
+    result = world.run(env=env)
+    assert result.exit_code == 1
+    assert needle in _one_error(result)
+    assert time.monotonic() - started < 10 and world.server.attempts == 0, "nothing was tuned"
+    assert world.outputs()["operation"] == "none"
+    assert "**Failed:**" in (world.tmp / "step_summary").read_text()
+    assert "ghs_revoked" not in world.shown(result) and TOKEN not in world.shown(result)
+
+
+def test_labels_refused_after_the_pr_was_created_warn_and_keep_the_pr(world: World) -> None:
+    world.github.fail_next("POST", r"/issues/\d+/labels$", 403,
+                           headers={"X-Accepted-GitHub-Permissions": "issues=write"})
+    result = world.run("--label", "prompts")
+    assert result.exit_code == 0, result.output
+    out = world.outputs()
+    assert out["operation"] == "created" and out["pull-request-number"] == "1"
+    assert re.search(r"^::warning title=gepa-tune::.*could not add labels prompts.*issues: write", result.output,
+                     re.M), result.output
+    assert len(world.pulls()) == 1
+
+
+def test_a_github_failure_mid_flow_still_writes_outputs_and_the_summary(world: World) -> None:
+    world.github.fail_next("POST", r"/pulls$", 500)
+    result = world.run()
+    assert result.exit_code == 1
+    assert "could not create a pull request" in _one_error(result)
+    out = world.outputs()
+    assert out["operation"] == "none" and out["improved"] == "true" and out["report-path"].endswith("report.md")
+    summary = (world.tmp / "step_summary").read_text()
+    assert "## gepa-tune run" in summary and "**Failed:** GitHub: could not create a pull request" in summary
+
+
+def test_an_identical_result_pushes_nothing_and_leaves_the_pr(world: World) -> None:
+    assert world.run("--label", "prompts").exit_code == 0
+    tip = git(world.bare, "rev-parse", BRANCH)
+    [pr_before] = world.pulls()
+    world.github.reset_requests()
+    again = world.run("--label", "prompts")  # same seed, same inputs: the same result (from the cache)
+    assert again.exit_code == 0, again.output
+    out = world.outputs()
+    assert out["operation"] == "unchanged" and out["pull-request-number"] == "1"
+    assert out["pull-request-url"].endswith("/pull/1")
+    assert git(world.bare, "rev-parse", BRANCH) == tip, "no new commit was pushed"
+    assert not world.github.calls("PATCH") and not world.github.calls("POST")
+    assert world.pulls()[0]["updated_at"] == pr_before["updated_at"]
+    assert "unchanged" in (world.tmp / "step_summary").read_text()
+    # A label asked for since is added; still nothing pushed and the body not edited.
+    assert world.run("--label", "prompts,new-label").exit_code == 0
+    assert world.outputs()["operation"] == "unchanged" and git(world.bare, "rev-parse", BRANCH) == tip
+    assert {lb["name"] for lb in world.pulls()[0]["labels"]} == {"prompts", "new-label"}
+    assert not world.github.calls("PATCH")
+
+
+def test_a_human_commit_is_commented_on_once(world: World) -> None:
+    assert world.run().exit_code == 0
+    commit_on(world.bare, world.tmp, BRANCH, {"prompts/system.j2": "My careful edit.\n"}, "hand-tuned")
+    for seed in ("1", "1", "2"):
+        result = world.run("--seed", seed)
+        assert result.exit_code == 0, result.output
+        assert world.outputs()["operation"] == "none" and world.outputs()["pull-request-number"] == ""
+    comments = world.github.comments(REPO, 1)
+    assert len(comments) == 1 and "did not push" in comments[0]["body"]
+    assert "already said on pull request #1" in result.output

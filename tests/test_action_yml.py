@@ -105,3 +105,32 @@ def test_the_example_workflow_uses_the_action_with_the_permissions_it_needs(path
     assert any(s.get("uses", "").startswith("actions/cache") and ".gepa/cache.sqlite3" in s["with"]["path"]
                for s in steps)
     assert any(s.get("uses") == "./" for s in steps)
+
+
+# -- supply chain ---------------------------------------------------------------------------------------
+
+WORKFLOW_FILES = [ROOT / "action.yml", *sorted((ROOT / ".github/workflows").glob("*.yml")),
+                  ROOT / "gepa_action/scaffold/workflow.yml"]
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", re.M)
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_third_party_action_is_pinned_to_a_commit_with_its_tag(path: Path) -> None:
+    """A tag can be moved to other code; a full commit SHA cannot. The tag stays readable in a comment."""
+    found = USES.findall(path.read_text())
+    assert found
+    for ref, rest in found:
+        if ref.startswith("./"):
+            continue
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{path.name}: {ref} is not pinned to a commit"
+        assert re.fullmatch(r"\s*# v\d+\.\d+\.\d+", rest), f"{path.name}: {ref} has no `# vX.Y.Z` comment"
+
+
+def test_checkouts_keep_no_credentials_and_the_action_gets_the_token() -> None:
+    for path in WORKFLOW_FILES[1:]:
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            for step in job["steps"]:
+                if str(step.get("uses", "")).startswith("actions/checkout@"):
+                    assert step.get("with", {}).get("persist-credentials") is False, path.name
+                if step.get("uses") == "./":
+                    assert step["with"]["github-token"] == "${{ secrets.GITHUB_TOKEN }}"

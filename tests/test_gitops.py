@@ -4,6 +4,7 @@ commits gepa-tune made count as its own, and a forced push never drops a commit 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from git_repos import ENV, commit_on, git, make_origin
@@ -78,3 +79,50 @@ def test_show_a_file_at_a_commit_and_a_missing_branch(tmp_path: Path) -> None:
 def test_a_workspace_in_a_subfolder_maps_to_repo_paths(tmp_path: Path) -> None:
     _, clone = make_origin(tmp_path, {"sub/gepa.yaml": "x\n"})
     assert Git(clone / "sub").path_in_repo(clone / "sub" / "prompts" / "a.j2") == "sub/prompts/a.j2"
+
+
+def _recording_server() -> tuple[Any, list[str | None]]:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+@pytest.mark.parametrize("persisted", [False, True], ids=["token-passed", "checkout-credentials-kept"])
+def test_the_token_reaches_git_only_as_a_header_for_the_server(tmp_path: Path, persisted: bool) -> None:
+    """With `persist-credentials: false` the action's token goes to git's requests to the GitHub server
+    (as actions/checkout would send it); a checkout that kept its own header is not given a second one."""
+    import base64
+
+    server, seen = _recording_server()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        _, clone = make_origin(tmp_path, {"a": "1\n"})
+        git(clone, "remote", "set-url", "origin", f"{url}/octo/prompts.git")
+        if persisted:
+            git(clone, "config", f"http.{url}/.extraheader", "AUTHORIZATION: basic from-checkout")
+        repo = Git(clone)
+        repo.use_token("ghs_secret_token_42", url)
+        with pytest.raises(RunError) as failed:
+            repo.remote_sha("main")
+    finally:
+        server.shutdown()
+    expected = "basic from-checkout" if persisted else \
+        "basic " + base64.b64encode(b"x-access-token:ghs_secret_token_42").decode()
+    assert seen and all(h == expected for h in seen), seen
+    assert "ghs_secret_token_42" not in str(failed.value)
+    assert "ghs_secret_token_42" not in (clone / ".git/config").read_text()

@@ -495,3 +495,13 @@ def test_job_summary_nothing_applied_and_hostile_names() -> None:
     text = visible_text(page)
     assert not MENTION.search(text) and not ISSUE_REF.search(text) and not CLOSING.search(text)
     assert [row_count(t) for t in tables(page)] == [3, 2]
+
+
+def test_retries_are_shown_by_kind_and_unknown_kinds_stay_harmless() -> None:
+    task = make_task()
+    task["usage"] = {**task["usage"], "retries": 5,
+                     "retries_by_kind": {"rate_limited": 3, "invalid_reply": 1, "@org/team <b>x</b>": 1}}
+    text = body(make_report(task)).text
+    assert r"288 of 300 (+6 on test), 5 retries (3 rate\_limited, 1 invalid\_reply, 1 other)" in text
+    assert "@org/team" not in text
+    assert "5 retries" not in body().text, "a run without retries says nothing about them"
