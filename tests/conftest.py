@@ -57,7 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     if importlib.util.find_spec("llama_cpp") is not None or os.environ.get("GEPA_TEST_REQUIRE_LOCAL") == "1":
         return
-    skip = pytest.mark.skip(reason="needs the [local] extra (pip install -e '.[test,local]')")
+    skip = pytest.mark.skip(reason="needs the [local] extra and `gepa-tune install-local`")
     for item in items:
         if "local_model" in item.keywords:
             item.add_marker(skip)

