@@ -21,6 +21,7 @@ from gepa_action.engine.reflect import (
     repair_request,
     repairable,
     scaffolding_problem,
+    with_new_instruction,
 )
 from gepa_action.workspace import find_config, load_workspace
 
@@ -109,3 +110,30 @@ def test_a_template_written_out_three_times_is_kept_once() -> None:
     original = "Be brief.\n\nLabel it.\n\nBe brief."
     assert drop_repeated_paragraphs(original + "\n\nNew rule.", original) == original + "\n\nNew rule."
     assert drop_repeated_paragraphs("A\n\nB", "A") == "A\n\nB"
+
+
+RULE = "Answer with exactly one of bug, billing, account, feature_request or how_to."
+
+
+def test_a_stated_instruction_is_added_when_the_template_came_back_unchanged_or_missing() -> None:
+    copied = f"Diagnosis: the labels are never named.\nNew instruction: \"{RULE}\"\n```jinja\n{SEED}\n```"
+    proposal = with_new_instruction(parse_reply(copied, truncated=False), copied, SEED)
+    assert proposal.text == f"{SEED}\n{RULE}" and proposal.reason is None
+    assert proposal.rationale.startswith("Diagnosis: the labels are never named.")
+    forgotten = f"Diagnosis: the labels are never named.\n**New instruction:** {RULE}\nNew template:\n{SEED}"
+    assert with_new_instruction(parse_reply(forgotten, truncated=False), forgotten, SEED).text == f"{SEED}\n{RULE}"
+
+
+@pytest.mark.parametrize("line", ["New instruction: <that rule as one sentence addressed to the model>",
+                                  "New instruction: Mention {{ secret }} too.", "New instruction: ```",
+                                  "New instruction: " + "x" * 500, "no such line"])
+def test_an_unusable_instruction_changes_nothing(line: str) -> None:
+    reply = f"Diagnosis: d.\n{line}\n```jinja\n{SEED}\n```"
+    parsed = parse_reply(reply, truncated=False)
+    assert with_new_instruction(parsed, reply, SEED) == parsed
+
+
+def test_a_real_rewrite_is_never_touched() -> None:
+    reply = f"Diagnosis: d.\nNew instruction: {RULE}\n```jinja\nClassify the ticket. {RULE}\n```"
+    parsed = parse_reply(reply, truncated=False)
+    assert with_new_instruction(parsed, reply, SEED) == parsed

@@ -38,6 +38,7 @@ from .reflect import (
     parse_reply,
     repair_request,
     repairable,
+    with_new_instruction,
 )
 from .state import Candidate, EngineState, TraceRecord
 
@@ -441,7 +442,8 @@ class Engine:
                 tokens = (tokens[0] + reply.prompt_tokens, tokens[1] + reply.completion_tokens)
                 if price is not None:
                     cost += (reply.prompt_tokens * price.input + reply.completion_tokens * price.output) / 1e6
-            proposal = parse_reply(reply.text, truncated=reply.truncated)
+            proposal = with_new_instruction(parse_reply(reply.text, truncated=reply.truncated), reply.text,
+                                            parent.texts[plan.module])
             if proposal.text is not None:
                 original = self.task.templates[plan.module].source
                 proposal = dataclasses.replace(proposal, text=drop_repeated_paragraphs(proposal.text, original))

@@ -34,15 +34,18 @@ unseen inputs over notes about the specific examples; keep what already works.""
 
 #: The closing request. No markdown headings (a small model copies them into its answer, and then into
 #: the template), and the answer's shape shown rather than described: the bundled 1.5B, asked with a
-#: numbered list under "## What to answer", echoed that heading and the template unchanged in 2 of 3 tries;
-#: shown this shape, it wrote the rule it had diagnosed into the template.
+#: numbered list under "## What to answer", echoed that heading and the template unchanged in 2 of 3 tries.
+#: The "New instruction" line is the rule on its own: small models state it well and then often fail to
+#: write it into a copy of the template, so `with_new_instruction` can add it for them.
 INSTRUCTIONS = """\
 Now write your answer in exactly this shape, with no headings and nothing after the block:
 
-Diagnosis: <one to four sentences: why the failing examples failed, and which general rule the template \
-should state so that the model gets them right>
+Diagnosis: <one to four sentences: why the failing examples failed, and what the model must be told to get \
+them right>
+New instruction: <that rule as one sentence addressed to the model, for example "When the input mentions X, \
+answer Y.">
 ```jinja
-<the complete new template: the current template plus that rule, written as a plain instruction to the model>
+<the complete new template: the current template with the new instruction added>
 ```
 
 The block holds only the template, because the model will read it word for word. The new template must \
@@ -221,6 +224,44 @@ def parse_reply(reply: str, *, truncated: bool) -> Proposal:
     if not text.strip():
         return Proposal(None, rationale, "empty template: the fenced block is empty")
     return Proposal(text, rationale, None)
+
+
+_NEW_INSTRUCTION = re.compile(r"^\s*(?:\*\*)?new instruction(?:\*\*)?\s*:\s*(?:\*\*)?\s*(?P<rule>.+?)\s*$",
+                              re.IGNORECASE | re.MULTILINE)
+#: The longest stated rule that is added to a template on the model's behalf.
+MAX_INSTRUCTION_CHARS = 400
+
+
+def stated_instruction(reply: str) -> str | None:
+    """The rule the reply states on its "New instruction:" line, if it is usable as a line of a prompt:
+    one sentence of plain text (no Jinja, no fence, not the prompt's own placeholder)."""
+    match = _NEW_INSTRUCTION.search(reply)
+    if match is None:
+        return None
+    rule = match.group("rule").strip().strip("*").strip()
+    if len(rule) >= 2 and rule[0] == rule[-1] and rule[0] in "\"'":
+        rule = rule[1:-1].strip()
+    if (not rule or len(rule) > MAX_INSTRUCTION_CHARS or rule.startswith("<") or "`" in rule
+            or any(mark in rule for mark in ("{{", "{%", "{#", "%}", "}}", "#}"))):
+        return None
+    return rule
+
+
+def with_new_instruction(proposal: Proposal, reply: str, parent_text: str) -> Proposal:
+    """Repair a reply whose template is missing or a copy of the parent's while its "New instruction:" line
+    states a rule: the proposal becomes the parent's template with that rule as a new last line.
+
+    The bundled 1.5B reflection model diagnoses well and states the rule, then copies the template without
+    it (or forgets the block); the rule is what it meant to add, so adding it is the model's proposal, not
+    the tool's. Anything else (a rewrite, a rejection for another reason) is left as it is."""
+    unchanged = proposal.text is not None and proposal.text.strip() == parent_text.strip()
+    missing = proposal.text is None and (proposal.reason or "").startswith("no fenced block")
+    if not (unchanged or missing):
+        return proposal
+    rule = stated_instruction(reply)
+    if rule is None or rule in parent_text:
+        return proposal
+    return Proposal(parent_text.rstrip("\n") + "\n" + rule, proposal.rationale, None)
 
 
 def drop_repeated_paragraphs(text: str, original: str) -> str:
