@@ -14,6 +14,7 @@ import pytest
 from workspace_factory import make_workspace
 
 from gepa_action.engine.reflect import (
+    Proposal,
     check_template,
     drop_repeated_paragraphs,
     embedded_diagnosis,
@@ -21,6 +22,7 @@ from gepa_action.engine.reflect import (
     repair_request,
     repairable,
     scaffolding_problem,
+    strip_scaffolding,
     with_new_instruction,
 )
 from gepa_action.workspace import find_config, load_workspace
@@ -137,3 +139,16 @@ def test_a_real_rewrite_is_never_touched() -> None:
     reply = f"Diagnosis: d.\nNew instruction: {RULE}\n```jinja\nClassify the ticket. {RULE}\n```"
     parsed = parse_reply(reply, truncated=False)
     assert with_new_instruction(parsed, reply, SEED) == parsed
+
+
+def test_a_block_holding_the_whole_answer_is_cut_down_to_the_template_after_its_heading() -> None:
+    block = (f"Diagnosis: the labels are never named.\n\nGeneral Rule: always answer with a label.\n\n"
+             f"New Template:\n{SEED}\n{RULE}")
+    proposal = strip_scaffolding(Proposal(block, "", None), SEED)
+    assert proposal.text == f"{SEED}\n{RULE}"
+    assert proposal.rationale.startswith("Diagnosis: the labels are never named.")
+    # the template ends at the next heading of the answer
+    assert strip_scaffolding(Proposal(f"New Template:\n{SEED}\n### Diagnosis\nmore", "", None), SEED).text == SEED
+    # the recorded repair turn: nothing after its "Complete New Template" heading but a fence
+    wrapped = parse_reply(REPAIR_TURN, truncated=False)
+    assert strip_scaffolding(wrapped, SEED) == wrapped

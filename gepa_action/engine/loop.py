@@ -38,6 +38,7 @@ from .reflect import (
     parse_reply,
     repair_request,
     repairable,
+    strip_scaffolding,
     with_new_instruction,
 )
 from .state import Candidate, EngineState, TraceRecord
@@ -446,6 +447,7 @@ class Engine:
                                             parent.texts[plan.module])
             if proposal.text is not None:
                 original = self.task.templates[plan.module].source
+                proposal = strip_scaffolding(proposal, original)
                 proposal = dataclasses.replace(proposal, text=drop_repeated_paragraphs(proposal.text, original))
             rationale = rationale or proposal.rationale
             reason = proposal.reason

@@ -264,6 +264,30 @@ def with_new_instruction(proposal: Proposal, reply: str, parent_text: str) -> Pr
     return Proposal(parent_text.rstrip("\n") + "\n" + rule, proposal.rationale, None)
 
 
+def strip_scaffolding(proposal: Proposal, original: str) -> Proposal:
+    """Repair a template that holds the whole answer (diagnosis, rule, "New template:" heading, template):
+    keep what follows the last "new template" heading, up to the next heading or fence line, as the
+    template, and what precedes it as the rationale. Kept only if that part is free of scaffolding itself;
+    otherwise the proposal stays as it was, to be rejected with its reason."""
+    if proposal.text is None or scaffolding_problem(proposal.text, original) is None:
+        return proposal
+    lines = proposal.text.splitlines()
+    heads = [i for i, line in enumerate(lines)
+             if (m := _ANSWER_HEADING.match(line)) and "template" in m.group("name").lower()]
+    if not heads:
+        return proposal
+    body: list[str] = []
+    for line in lines[heads[-1] + 1:]:
+        if _FENCE_LINE.match(line) or _ANSWER_HEADING.match(line):
+            break
+        body.append(line)
+    text = "\n".join(body).strip("\n")
+    if not text.strip() or scaffolding_problem(text, original) is not None:
+        return proposal
+    before = "\n".join(lines[: heads[-1]]).strip()
+    return Proposal(text, proposal.rationale or before, None)
+
+
 def drop_repeated_paragraphs(text: str, original: str) -> str:
     """`text` without paragraphs that repeat an earlier one word for word (the original's own repeats stay).
 
