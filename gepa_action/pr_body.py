@@ -42,6 +42,7 @@ from .report_md import (
     _verdict,
     lineage_section,
     score_rows,
+    val_scoring_line,
 )
 
 MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
@@ -450,6 +451,9 @@ def _summary_tables(task: Row) -> str:
         ["test instances", "metric calls", "tokens (prompt + completion)", "cost", "models (task / reflection)",
          "eval set"],
         [[instances, calls, tokens, format_cost(cost) if cost is not None else "n/a", used, data]]))
+    scoring = val_scoring_line(task)
+    if scoring:
+        blocks.append(scoring)
     return "\n\n".join(blocks)
 
 

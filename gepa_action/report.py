@@ -117,6 +117,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
             "rejected_invalid": dict(state.stats.rejected_invalid),
             "rejected_not_better": state.stats.rejected_not_better,
             "stopped_on_val": state.stats.raced_out,
+            "dropped": state.stats.discarded,
             "skipped_perfect": state.stats.skipped_perfect,
             "repeats": state.stats.repeats,
             "merges": {"tried": len(state.merge_pairs_tried), "accepted": state.stats.merges_accepted},

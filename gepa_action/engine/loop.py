@@ -253,6 +253,7 @@ class Engine:
         entrants = [Entrant(p.candidate.texts, p.candidate.parents[0]) for p in pending]
         _, outcomes = await gather_all([score_on_val(self.ctx, entrants),
                                         gather_all(self.proposer.propose(plan) for plan in plans)])
+        grandparents = {p.candidate.id: p.candidate.parents[0] for p in pending}
         admitted = {p.candidate.id: self._conclude(p, e) for p, e in zip(pending, entrants, strict=True)}
         state.pending = []
         for outcome in outcomes:
@@ -261,9 +262,11 @@ class Engine:
                 real = admitted[provisional]
                 if real is None:
                     state.stats.discarded += 1
-                    self.emit(Skipped(iteration=state.iteration, parent=provisional, module=outcome.plan.module,
+                    grandparent = grandparents[provisional]
+                    self.emit(Skipped(iteration=state.iteration, parent=grandparent, module=outcome.plan.module,
                                       minibatch=outcome.plan.minibatch, scores_before=outcome.parent_scores,
-                                      reason="made from a child that was then stopped on val: dropped"))
+                                      reason=f"made from a child of candidate {grandparent} that was then "
+                                             "stopped on val: dropped"))
                     continue
                 outcome.plan.parent = real
             if self._settle(outcome):
