@@ -180,7 +180,7 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
 @click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
               help="Parent selection: the per-instance Pareto front, or always the best (for comparison).")
-@click.option("--minibatch", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--minibatch", type=click.IntRange(min=1), default=10, show_default=True,
               help="Train instances shown to the reflection model per proposal.")
 @click.option("--parallel", type=click.IntRange(min=1, max=32), default=1, show_default=True,
               help="Proposals made concurrently per round (shorter wall time, same budget accounting).")

@@ -41,7 +41,7 @@ class TuneOptions:
     budget: int | None = None  # overrides every task's budget.max_metric_calls
     max_minutes: float | None = None  # overrides every task's budget.max_minutes
     strategy: str = "pareto"
-    minibatch: int = 3
+    minibatch: int = 10
     parallel: int = 1
     max_merges: int = 5
     race: bool = True  # score accepted children on val in stages (see engine/evaluation.py)

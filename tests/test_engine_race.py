@@ -128,3 +128,23 @@ def test_a_checkpoint_from_before_stop_reasons_were_values_keeps_its_sentence() 
     state = EngineState.from_json(data)
     assert state.stop is not None and state.stop.reason is StopReason.LEGACY
     assert state.stop_reason == "every proposal was rejected before evaluation"
+
+
+def test_on_a_large_val_set_steps_are_chained_on_train_before_a_child_is_scored_on_val(
+        tmp_path: Path, sim: FakeOpenAI) -> None:
+    """When one val scoring costs as much as many proposals (here val ~64 against a minibatch of 2), a
+    child that beat its parent is first taken further on train; only the tip of the chain is raced."""
+    rule_task.write_workspace(tmp_path, sim.url, budget=300, per_rule=16)
+    task = tune(tmp_path, "--minibatch", "2", "--seed", "2")["tasks"][0]
+    val_size = task["split_sizes"]["val"]
+    assert val_size >= 8 * 2 * 2
+    events = events_of(tmp_path)
+    superseded = [e for e in events if e["event"] == "proposal" and "superseded" in (e.get("reason") or "")]
+    assert superseded, "some child was taken further on train before any val"
+    assert task["proposals"]["accepted"] >= 1 and task["scores"]["test"]["best"] > task["scores"]["test"]["seed"]
+    val_events = [e for e in events if e["event"] == "val"]
+    # Superseded children never cost val calls: the pool is the seed and the raced tips, all on all of val.
+    assert len(val_events) == len(task["candidates"]) and all(
+        c["val_instances"] == val_size for c in task["candidates"])
+    assert any("one step further on train" in step["rationale"] for step in task["lineage"][1:])
+    assert task["usage"]["metric_calls"] <= 300

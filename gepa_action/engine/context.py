@@ -26,7 +26,7 @@ PERFECT = 1.0
 @dataclass(frozen=True)
 class EngineOptions:
     strategy: str = "pareto"
-    minibatch: int = 3
+    minibatch: int = 10
     parallel: int = 1
     max_merges: int = 5
     merge_subsample: int = 5
@@ -35,7 +35,8 @@ class EngineOptions:
     max_invalid_rounds: int = 12
     #: Rounds in a row that evaluate nothing (parents perfect on the minibatch, proposals that repeat
     #: earlier ones) before the run gives up, in epochs over the train split: such rounds cost no metric
-    #: call, but a solved train set would otherwise loop forever.
+    #: call, but a solved train set would otherwise loop forever. At least `max_invalid_rounds` + 1 rounds,
+    #: so a run whose proposals are all invalid ends with that (clearer) reason.
     max_perfect_epochs: int = 5
     #: Follow-up turns per proposal when the reply is unusable in a way the model can fix (a copy of the
     #: template, a variable added or dropped, no fenced block, broken Jinja): the reason goes back to the
