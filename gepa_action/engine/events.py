@@ -125,3 +125,13 @@ class TestScored(Event):
     kind: ClassVar[str] = "test"
     best: int
     test_calls: int
+
+
+@dataclass
+class Logged(Event):
+    """An entry built earlier and completed now: a proposal whose verdict waited for its val race."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.data)
