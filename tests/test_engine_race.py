@@ -147,4 +147,8 @@ def test_on_a_large_val_set_steps_are_chained_on_train_before_a_child_is_scored_
     assert len(val_events) == len(task["candidates"]) and all(
         c["val_instances"] == val_size for c in task["candidates"])
     assert any("one step further on train" in step["rationale"] for step in task["lineage"][1:])
+    # The log names pool ids only: a proposal made from a child still waiting for val names that child's
+    # own parent and says it was chained.
+    logged = [e for e in events if e["event"] in ("proposal", "skip")]
+    assert all(e["parent"] >= 0 for e in logged) and any(e.get("chained") for e in logged)
     assert task["usage"]["metric_calls"] <= 300

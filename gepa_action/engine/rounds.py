@@ -52,7 +52,7 @@ class Rounds:
             batch = next_minibatch(ctx, rng, parent.id)
             if not batch:
                 state.stats.skipped_perfect += 1
-                self.ctx.emit(Skipped(iteration=state.iteration, parent=parent.id, module=module,
+                self.ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(parent.id), module=module,
                                   reason="the parent is known to solve every train instance"))
                 continue
             memo = state.train_memo.get(str(parent.id), {})
@@ -155,23 +155,31 @@ class Rounds:
                 self._make_pending(outcome)
         return None if pending else stop
 
-    def _proposal_event(self, outcome: Outcome) -> ProposalEvent:
+    def _proposal_event(self, outcome: Outcome, parent: Candidate | None = None) -> ProposalEvent:
+        """The proposal's log entry; `parent` when it is no longer reachable by id (a superseded child)."""
         plan = outcome.plan
+        logged = (parent.parents[0] if parent.id < 0 else parent.id) if parent else self._logged_parent(plan.parent)
         return ProposalEvent(
-            iteration=self.ctx.state.iteration, parent=plan.parent, module=plan.module, minibatch=plan.minibatch,
+            iteration=self.ctx.state.iteration, parent=logged,
+            chained=True if plan.parent < 0 else None, module=plan.module, minibatch=plan.minibatch,
             scores_before=outcome.parent_scores, rationale=outcome.rationale,
             prompt_tokens=outcome.reflection_tokens[0], completion_tokens=outcome.reflection_tokens[1],
             cost_usd=outcome.reflection_cost, template=outcome.text,
             scores_after=[r.score for r in outcome.child_records] if outcome.child_records is not None else None)
+
+    def _logged_parent(self, cid: int) -> int:
+        """The pool id a log entry names: a child still waiting for its race (chained on train) has none
+        yet, so its proposals name its own pool parent and say `chained`."""
+        return self.ctx.state.candidate(cid).parents[0] if cid < 0 else cid
 
     def _settle(self, outcome: Outcome) -> bool:
         """Record a proposal that ends here (skipped, invalid, not better); True when it goes on to val."""
         state, plan = self.ctx.state, outcome.plan
         if outcome.kind == "skipped":
             state.stats.skipped_perfect += 1
-            self.ctx.emit(Skipped(iteration=state.iteration, parent=plan.parent, module=plan.module,
-                              minibatch=plan.minibatch, scores_before=outcome.parent_scores,
-                              reason="the parent is perfect on the whole minibatch"))
+            self.ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(plan.parent),
+                                  module=plan.module, minibatch=plan.minibatch, scores_before=outcome.parent_scores,
+                                  reason="the parent is perfect on the whole minibatch"))
             return False
         state.stats.proposals += 1
         event = self._proposal_event(outcome)
@@ -220,7 +228,8 @@ class Rounds:
             next_module=parent.next_module,
         )
         state.train_memo[str(child.id)] = dict(zip(plan.minibatch, outcome.child_records, strict=True))
-        state.pending.append(Pending(child, list(outcome.child_records), self._proposal_event(outcome).to_json()))
+        event = self._proposal_event(outcome, parent).to_json()
+        state.pending.append(Pending(child, list(outcome.child_records), event))
 
     def _drop_provisional(self, provisional: int) -> None:
         self.ctx.state.train_memo.pop(str(provisional), None)
