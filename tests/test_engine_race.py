@@ -152,3 +152,39 @@ def test_on_a_large_val_set_steps_are_chained_on_train_before_a_child_is_scored_
     logged = [e for e in events if e["event"] in ("proposal", "skip")]
     assert all(e["parent"] >= 0 for e in logged) and any(e.get("chained") for e in logged)
     assert task["usage"]["metric_calls"] <= 300
+
+
+@pytest.mark.parametrize("extra", [(), ("--minibatch", "2")])  # lookahead; chaining on a large val set
+def test_a_run_interrupted_with_children_waiting_for_val_resumes_to_the_same_end(
+        tmp_path: Path, sim: FakeOpenAI, extra: tuple[str, ...]) -> None:
+    """The checkpoint carries the children still waiting for their race (provisional ids, their traces,
+    their log entries): a run stopped right after one was checkpointed ends as an uninterrupted one."""
+    from gepa_action.errors import GepaError
+    from gepa_action.tune import TuneOptions, run_tune
+    from gepa_action.workspace import find_config, load_workspace
+
+    minibatch = int(extra[1]) if extra else 10
+    options = TuneOptions(seed=3, minibatch=minibatch)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    for root in (whole, split):
+        rule_task.write_workspace(root, sim.url, budget=250, per_rule=16 if extra else 4)
+    reference = run_tune(load_workspace(find_config(whole)), load_workspace(find_config(whole)).tasks, options)
+
+    def crash_while_pending(name: str, state: Any, budget: Any) -> None:
+        if state.pending:
+            raise KeyboardInterrupt
+
+    workspace = load_workspace(find_config(split))
+    with pytest.raises(GepaError) as interrupted:
+        run_tune(workspace, workspace.tasks, options, progress=crash_while_pending)
+    run_id = str(interrupted.value).split("run ", 1)[1].split(" ", 1)[0]
+    saved = json.loads((split / ".gepa/runs" / run_id / "state/route.json").read_text())
+    assert saved["pending"] and saved["pending"][0]["candidate"]["id"] < 0
+    resumed = run_tune(workspace, [], TuneOptions(), resume=run_id)
+
+    def state_of(run_path: Path) -> dict[str, Any]:
+        state = json.loads((run_path / "state/route.json").read_text())
+        return {k: v for k, v in state.items() if k not in ("wall_s", "search_wall_s", "usage")}
+
+    assert state_of(resumed.run.path) == state_of(reference.run.path)
+    assert resumed.report["tasks"][0]["scores"] == reference.report["tasks"][0]["scores"]
