@@ -13,6 +13,10 @@ models and request parameters:
      "ignore_case", "ignore_whitespace", "ignore_punctuation",
      "splits": {"train": [instance, ...], "val": [...], "test": [...]}}
 
+or, for any task shape (bench/suite.py), `"seed_candidate"` (tuned module -> template), `"fixed"`
+(the other templates) and `"steps"` (per step `{"messages": [[role, module], ...], "output": var}`),
+rendered here by plain `{{ name }}` substitution;
+
 with each instance `{"id", "inputs", "expected", "notes", "user"}`: `user` is the user message that
 gepa-tune renders from the instance (the user template is not tuned), `system_seed` the seed system
 message as gepa-tune renders it. The adapter asks the task model over plain
@@ -174,23 +178,41 @@ class TicketAdapter:
     evaluate_calls: int = 0
     call_sizes: list[int] = field(default_factory=list)
     counting: bool = True
+    #: A pipeline (spec "steps"): per step, its messages as [role, module] and the variable its output
+    #: sets. None: one call, the candidate's system message and the instance's pre-rendered user message.
+    steps: list[dict[str, Any]] | None = None
+    fixed: dict[str, str] = field(default_factory=dict)  # templates that are not tuned
     #: gepa looks this attribute up; None means "use gepa's own reflection prompt and parsing".
     propose_new_texts: ClassVar[None] = None
 
-    def _run_one(self, instance: dict[str, Any], system: str) -> Rollout:
-        messages = [{"role": "system", "content": system},
-                    {"role": "user", "content": instance["user"]}]
+    def _run_one(self, instance: dict[str, Any], candidate: dict[str, str]) -> Rollout:
         try:
-            output = self.client.complete(self.model, messages, max_tokens=self.max_tokens,
-                                          temperature=self.temperature)
+            output = self._pipeline(instance, candidate) if self.steps else self._call(
+                [{"role": "system", "content": candidate[MODULE]}, {"role": "user", "content": instance["user"]}])
         except RuntimeError as exc:
             return Rollout(instance["inputs"], "", 0.0, f"the task model failed: {exc}")
         score, feedback = self.metric(output, instance["expected"], instance.get("notes"))
         return Rollout(instance["inputs"], output, score, feedback)
 
+    def _call(self, messages: list[dict[str, str]]) -> str:
+        return self.client.complete(self.model, messages, max_tokens=self.max_tokens, temperature=self.temperature)
+
+    def _pipeline(self, instance: dict[str, Any], candidate: dict[str, str]) -> str:
+        """Each step's messages rendered from the candidate (or the fixed templates); `{{ name }}` only."""
+        variables = {k: str(v) for k, v in instance["inputs"].items()}
+        output = ""
+        for step in self.steps or []:
+            messages = [{"role": role, "content": substitute(candidate.get(module, self.fixed.get(module, "")),
+                                                               variables)}
+                        for role, module in step["messages"]]
+            output = self._call(messages)
+            if step.get("output"):
+                variables[step["output"]] = output
+        return output
+
     def evaluate(self, batch: list[dict[str, Any]], candidate: dict[str, str],
                  capture_traces: bool = False) -> EvaluationBatch:
-        rollouts = list(self.pool.map(lambda inst: self._run_one(inst, candidate[MODULE]), batch))
+        rollouts = list(self.pool.map(lambda inst: self._run_one(inst, candidate), batch))
         if self.counting:
             self.metric_calls += len(batch)
             self.evaluate_calls += 1
@@ -203,6 +225,11 @@ class TicketAdapter:
         records = [{"Inputs": dict(r.inputs), "Generated Outputs": r.output, "Feedback": r.feedback}
                    for r in eval_batch.trajectories or []]
         return {name: records for name in components_to_update}
+
+
+def substitute(template: str, variables: dict[str, str]) -> str:
+    """The bench's templates use plain `{{ name }}` placeholders only (no Jinja in this virtualenv)."""
+    return re.sub(r"{{\s*(\w+)\s*}}", lambda m: variables.get(m.group(1), ""), template).strip()
 
 
 class ReflectionModel:
@@ -234,9 +261,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                                 int(spec["max_tokens"]), float(spec["temperature"]), pool)
         reflection = ReflectionModel(client, spec["reflection_model"], int(spec["reflection_max_tokens"]),
                                      float(spec["temperature"]))
+        seed_candidate = spec.get("seed_candidate") or {MODULE: spec["system_seed"]}
+        if spec.get("steps"):
+            adapter.steps, adapter.fixed = spec["steps"], spec.get("fixed", {})
         start = time.perf_counter()
         result = gepa.optimize(
-            seed_candidate={MODULE: spec["system_seed"]},
+            seed_candidate=seed_candidate,
             trainset=splits["train"],
             valset=splits["val"],
             adapter=adapter,
@@ -251,7 +281,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         best = result.best_candidate
         adapter.counting = False  # the test score is outside the budget, as in gepa-tune
         test = adapter.evaluate(splits["test"], best)
-        seed_test = adapter.evaluate(splits["test"], {MODULE: spec["system_seed"]})
+        seed_test = adapter.evaluate(splits["test"], seed_candidate)
         wall_s = time.perf_counter() - start
     val_scores = list(result.val_aggregate_scores)
     return {
@@ -271,7 +301,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "request_failures": client.failures,
         "tune_s": round(tune_s, 3),
         "wall_s": round(wall_s, 3),
-        "best_candidate": best[MODULE],
+        "best_candidate": "\n".join(best[name] for name in sorted(best)),
         "sizes": {name: len(rows) for name, rows in splits.items()},
     }
 

@@ -250,12 +250,16 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
 @click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
               help="Parent selection: the per-instance Pareto front, or always the best (for comparison).")
-@click.option("--minibatch", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--minibatch", type=click.IntRange(min=1), default=10, show_default=True,
               help="Train instances shown to the reflection model per proposal.")
 @click.option("--parallel", type=click.IntRange(min=1, max=32), default=1, show_default=True,
               help="Proposals made concurrently per round (shorter wall time, same budget accounting).")
 @click.option("--max-merges", type=click.IntRange(min=0), default=5, show_default=True,
               help="Merges to try (tasks with two or more optimized templates).")
+@click.option("--race/--no-race", default=True, show_default=True,
+              help="Score an accepted child on val in stages, stopping it once it falls behind its parent.")
+@click.option("--lookahead/--no-lookahead", default=True, show_default=True,
+              help="Propose from a child while it is being scored on val (overlaps the two; shorter wall time).")
 @click.option("--resume", "resume", metavar="RUN_ID", help="Continue an interrupted run (options come from it).")
 @click.option("--write", is_flag=True, help="Write the best templates into the workspace when the run ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report (report.json) instead of text.")
@@ -265,8 +269,8 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.pass_obj
 @friendly_errors
 def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: float | None, seed: int,
-         strategy: str, minibatch: int, parallel: int, max_merges: int, resume: str | None, write: bool,
-         as_json: bool, no_cache: bool, local: bool) -> None:
+         strategy: str, minibatch: int, parallel: int, max_merges: int, race: bool, lookahead: bool,
+         resume: str | None, write: bool, as_json: bool, no_cache: bool, local: bool) -> None:
     """Evolve the prompts with GEPA within the budget; score seed and best on the held-out test split.
 
     \b
@@ -288,7 +292,8 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
     for warning in workspace.warnings:
         click.echo(f"warning: {warning}", err=True)
     options = TuneOptions(seed=seed, budget=budget, max_minutes=max_minutes, strategy=strategy, minibatch=minibatch,
-                          parallel=parallel, max_merges=max_merges, local=local)
+                          parallel=parallel, max_merges=max_merges, race=race, lookahead=lookahead,
+                          local=local)
     result = run_tune(workspace, selected, options, resume=resume, use_cache=not no_cache,
                       progress=None if as_json else progress_printer())
     _show_report(workspace, result.report, result.run.path, as_json=as_json, write=write)

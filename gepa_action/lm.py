@@ -400,6 +400,7 @@ class LMClient:
         self._has_explicit_url = bool(explicit_url)
         self._openai: ModuleType | None = None
         self._client: AsyncOpenAI | None = None
+        self.sdk_import_s = 0.0
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._routed: dict[str, AsyncOpenAI] = {}  # SDK clients of routed servers, by base_url
         # One lock per in-flight cache key: identical concurrent requests wait for the first answer
@@ -489,7 +490,9 @@ class LMClient:
         """
         loop = asyncio.get_running_loop()
         if self._openai is None:
+            started = time.perf_counter()
             self._openai = _import_openai()
+            self.sdk_import_s = time.perf_counter() - started  # the engine leaves it out of its search time
         if self._client_loop is not loop:  # clients of another loop cannot be used (nor closed) here
             self._client, self._routed, self._client_loop = None, {}, loop
         route = self.routes.get(model) if model is not None else None

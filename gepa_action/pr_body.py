@@ -43,6 +43,7 @@ from .report_md import (
     lineage_section,
     retries_text,
     score_rows,
+    val_scoring_line,
 )
 
 MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
@@ -453,6 +454,9 @@ def _summary_tables(task: Row) -> str:
         ["test instances", "metric calls", "tokens (prompt + completion)", "cost", "models (task / reflection)",
          "eval set"],
         [[instances, calls, tokens, format_cost(cost) if cost is not None else "n/a", used, data]]))
+    scoring = val_scoring_line(task)
+    if scoring:
+        blocks.append(scoring)
     return "\n\n".join(blocks)
 
 

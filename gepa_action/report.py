@@ -59,6 +59,15 @@ def _candidate_entry(state: EngineState, cid: int) -> dict[str, Any]:
             "minibatch_after": c.minibatch_after, "val_score": c.val_mean, "metric_calls": c.metric_calls}
 
 
+def val_scoring(state: EngineState, val_size: int) -> dict[str, Any]:
+    """How much of val each candidate was scored on: every pool member (the winner among them) on all
+    of it; children that fell behind their parent part-way were stopped and never joined the pool."""
+    stopped = [{"val_instances": int(scored), "children": count}
+               for scored, count in sorted(state.stats.val_stopped_at.items(), key=lambda kv: int(kv[0]))]
+    return {"val_size": val_size, "pool_on_all_of_val": len(state.candidates), "winner_val_instances": val_size,
+            "stopped": stopped, "calls_saved": state.stats.val_calls_saved}
+
+
 def task_report(task: Task, state: EngineState, *, budget: int | None, reflection_model: str,
                 status: str) -> dict[str, Any]:
     """Everything about one task's run, in the shape documented in the README (report.json)."""
@@ -79,6 +88,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
         "description": task.description,
         "status": status,
         "stop_reason": state.stop_reason,
+        "stop_code": state.stop.reason.value if state.stop is not None else None,
         "eval_set": {"name": es.name, "version": es.version, "sha256": es.sha256, "path": es.file},
         "models": {"task": task.model, "reflection": reflection_model,
                    "judge": getattr(task.metric, "model", None)},
@@ -99,16 +109,20 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
         "lineage": [_candidate_entry(state, c.id) for c in state.lineage(best.id)] if best is not None else [],
         "history": state.history,
         "candidates": [{"candidate": c.id, "parents": c.parents, "origin": c.origin, "module": c.module,
-                        "val_score": c.val_mean, "iteration": c.iteration} for c in state.candidates],
+                        "val_score": c.val_mean, "val_instances": len(c.val), "iteration": c.iteration}
+                       for c in state.candidates],
         "proposals": {
-            "total": state.stats.get("proposals", 0),
-            "accepted": state.stats.get("accepted", 0),
-            "rejected_invalid": state.stats.get("rejected_invalid", {}),
-            "rejected_not_better": state.stats.get("rejected_not_better", 0),
-            "skipped_perfect": state.stats.get("skipped_perfect", 0),
-            "repeats": state.stats.get("repeats", 0),
-            "merges": {"tried": len(state.merge_pairs_tried), "accepted": state.stats.get("merges_accepted", 0)},
+            "total": state.stats.proposals,
+            "accepted": state.stats.accepted,
+            "rejected_invalid": dict(state.stats.rejected_invalid),
+            "rejected_not_better": state.stats.rejected_not_better,
+            "stopped_on_val": state.stats.raced_out,
+            "dropped": state.stats.discarded,
+            "skipped_perfect": state.stats.skipped_perfect,
+            "repeats": state.stats.repeats,
+            "merges": {"tried": len(state.merge_pairs_tried), "accepted": state.stats.merges_accepted},
         },
+        "val_scoring": val_scoring(state, sizes["val"]),
         "errors": list(state.errors),
         "usage": {
             "metric_calls": state.metric_calls,
@@ -123,6 +137,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
             "retries": int(sum(m.get("retries", 0) for m in usage_models)),
             "retries_by_kind": _retries_by_kind(usage_models),
             "wall_s": round(state.wall_s, 3),
+            "search_wall_s": state.search_wall_s,
         },
     }
 

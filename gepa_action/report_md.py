@@ -453,6 +453,21 @@ def _candidate_graph(task: Mapping[str, Any]) -> str:
 # -- proposals and usage -------------------------------------------------------------------------------
 
 
+def val_scoring_line(task: Mapping[str, Any]) -> str:
+    """How much of val the candidates were scored on, when some children were stopped part-way (racing);
+    empty when every child was scored on all of val. Shared by report.md and the PR body."""
+    scoring = _section(task, "val_scoring")
+    stopped = [s for s in scoring.get("stopped") or [] if isinstance(s, Mapping)]
+    if not stopped:
+        return ""
+    children = sum(_number(s.get("children")) or 0 for s in stopped)
+    where = " or ".join(f"{_count(s.get('val_instances'))} ({_count(s.get('children'))})" for s in stopped)
+    return (f"Val scoring: the winner and every candidate in the pool were scored on all "
+            f"{_count(scoring.get('val_size'))} val instances; {_count(children)} "
+            f"{'child' if children == 1 else 'children'} that fell behind their parent on val were stopped "
+            f"after {where} of them, which saved {_count(scoring.get('calls_saved'))} metric calls.")
+
+
 def _proposals(task: Mapping[str, Any]) -> str:
     stats = _section(task, "proposals")
     if not stats:
@@ -470,6 +485,9 @@ def _proposals(task: Mapping[str, Any]) -> str:
     merges = _section(stats, "merges")
     if merges:
         lines.append(f"- merges: {_count(merges.get('tried'))} tried, {_count(merges.get('accepted'))} accepted")
+    scoring = val_scoring_line(task)
+    if scoring:
+        lines.append(f"- {scoring}")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from .cache import CacheFull
 from .engine.budget import Limits
 from .engine.loop import Engine, EngineOptions
+from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
 from .evaluate import open_client
@@ -45,15 +46,17 @@ class TuneOptions:
     budget: int | None = None  # overrides every task's budget.max_metric_calls
     max_minutes: float | None = None  # overrides every task's budget.max_minutes
     strategy: str = "pareto"
-    minibatch: int = 3
+    minibatch: int = 10
     parallel: int = 1
     max_merges: int = 5
+    race: bool = True  # score accepted children on val in stages (see engine/evaluation.py)
+    lookahead: bool = True  # propose from a child while it is raced on val (see engine/loop.py)
     #: The bundled local models (`--local`): part of the run, so `--resume` serves them again unasked.
     local: bool = False
 
     def engine(self) -> EngineOptions:
         return EngineOptions(strategy=self.strategy, minibatch=self.minibatch, parallel=self.parallel,
-                             max_merges=self.max_merges)
+                             max_merges=self.max_merges, race=self.race, lookahead=self.lookahead)
 
 
 @dataclass
@@ -359,7 +362,8 @@ def raise_for(result: TuneResult) -> None:
     failed = [o for o in result.outcomes if o.error is not None]
     if failed:
         raise failed[0].error  # type: ignore[misc]
-    stuck = [o for o in result.outcomes if o.state and (o.state.stop_reason or "").startswith("every proposal")]
+    stuck = [o for o in result.outcomes
+             if o.state and o.state.stop is not None and o.state.stop.reason is StopReason.NOTHING_EVALUATED]
     if stuck:
         raise RunError(f"task '{stuck[0].task.name}': every proposal was rejected before evaluation; the reasons "
                        f"are in {Path(result.run.path) / 'events.jsonl'}")

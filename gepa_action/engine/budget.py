@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..workspace import LMConfig, Task
+from .reasons import Stop, StopReason
 
 #: Estimates from what was seen are multiplied by this before comparing with what is left.
 COST_MARGIN = 1.5
@@ -68,28 +69,34 @@ class BudgetGuard:
     def estimate(self, step: StepCost) -> float:
         return step.metric_calls * self.per_call + step.reflections * self.per_reflection
 
-    def refusal(self, step: StepCost, *, calls_used: int, cost_used: float, wall_used: float,
-                reserve: StepCost | None = None) -> str | None:
+    def check(self, step: StepCost, *, calls_used: int, cost_used: float, wall_used: float,
+              reserve: StepCost | None = None) -> Stop | None:
         """Why `step` may not start (None when it fits). `reserve` is spending promised for later
         (scoring the test split at the end) that the cost budget must still cover."""
         limits = self.limits
         if limits.stop_file is not None and limits.stop_file.exists():
-            return f"stop file {limits.stop_file} found"
+            return Stop(StopReason.STOP_FILE, {"path": str(limits.stop_file)})
         if limits.max_metric_calls is not None:
             left = limits.max_metric_calls - calls_used
             if step.metric_calls > left:
-                return (f"metric-call budget: the next step needs {step.metric_calls} calls, "
-                        f"{left} of {limits.max_metric_calls} are left")
+                return Stop(StopReason.CALL_BUDGET,
+                            {"need": step.metric_calls, "left": left, "limit": limits.max_metric_calls})
         if limits.max_cost_usd is not None:
             later = self.estimate(reserve) if reserve else 0.0
             need = self.estimate(step)
             left = limits.max_cost_usd - cost_used - later
             if need > left:
-                return (f"cost budget: the next step may cost up to ${need:.4f}, ${max(left, 0):.4f} of "
-                        f"${limits.max_cost_usd:g} is left after reserving ${later:.4f} for the test split")
+                return Stop(StopReason.COST_BUDGET, {"need": need, "left": max(left, 0.0),
+                                                     "limit": limits.max_cost_usd, "reserve": later})
         if limits.max_minutes is not None and wall_used >= limits.max_minutes * 60:
-            return f"time budget: {limits.max_minutes:g} minutes used"
+            return Stop(StopReason.TIME_BUDGET, {"minutes": limits.max_minutes})
         return None
+
+    def refusal(self, step: StepCost, *, calls_used: int, cost_used: float, wall_used: float,
+                reserve: StepCost | None = None) -> str | None:
+        """`check`, as the sentence a person reads."""
+        stop = self.check(step, calls_used=calls_used, cost_used=cost_used, wall_used=wall_used, reserve=reserve)
+        return None if stop is None else stop.describe()
 
     def seconds_left(self, wall_used: float) -> float:
         if self.limits.max_minutes is None:

@@ -13,6 +13,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .budget import StepCost
+from .context import Context
+from .events import MergeEvent
+from .pareto import pareto_front
 from .state import Candidate, EngineState
 
 
@@ -91,3 +95,39 @@ def merge_subsample(first: Candidate, second: Candidate, size: int, rng: random.
                 chosen.append(group.pop())
     chosen += rest[: size - len(chosen)]
     return chosen
+
+
+async def merge_round(ctx: Context, rng: random.Random) -> bool:
+    """Try one merge; False when no pair qualifies or it does not fit (a proposal round follows)."""
+    state = ctx.state
+    front = list(pareto_front(state.val_scores(), state.evidence()))
+    plan = plan_merge(state, front, ctx.optimize, rng)
+    if plan is None or ctx.refuse(StepCost(len(ctx.val) * (1 + len(state.pending)))) is not None:
+        state.merges_due = 0
+        return False
+    state.merges_due -= 1
+    state.merge_pairs_tried.append(sorted([plan.first, plan.second]))
+    first, second = state.candidate(plan.first), state.candidate(plan.second)
+    subsample = merge_subsample(first, second, ctx.options.merge_subsample, rng)
+    sub_records = await ctx.run(plan.texts, subsample)
+    merged_sum = sum(r.score for r in sub_records)
+    first_sum = sum(first.val[i] for i in subsample)
+    second_sum = sum(second.val[i] for i in subsample)
+    event = MergeEvent(iteration=state.iteration, parents=[plan.first, plan.second], ancestor=plan.ancestor,
+                       subsample=subsample, scores={"merged": merged_sum, "first": first_sum, "second": second_sum},
+                       accepted=False)
+    if merged_sum < max(first_sum, second_sum):
+        event.reason = f"worse than a parent on the subsample: {merged_sum:g} vs {max(first_sum, second_sum):g}"
+        ctx.emit(event)
+        return True
+    rest = [i for i in ctx.val if i not in subsample]
+    rest_records = await ctx.run(plan.texts, rest)
+    child = Candidate(id=len(state.candidates), texts=plan.texts, parents=[plan.first, plan.second],
+                      origin="merge", iteration=state.iteration,
+                      rationale=f"merge of candidates {plan.first} and {plan.second} (common ancestor {plan.ancestor})",
+                      next_module=first.next_module)
+    state.stats.merges_accepted += 1
+    ctx.admit(child, dict(zip(subsample, sub_records, strict=True)) | dict(zip(rest, rest_records, strict=True)))
+    event.accepted, event.child, event.val_score = True, child.id, child.val_mean
+    ctx.emit(event)
+    return True

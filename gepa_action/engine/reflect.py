@@ -311,6 +311,19 @@ def drop_repeated_paragraphs(text: str, original: str) -> str:
     return "\n\n".join(kept) if len(kept) < len(re.split(r"\n[ \t]*\n", text)) else text
 
 
+def read_proposal(reply: str, *, truncated: bool, parent_text: str, original: str) -> Proposal:
+    """A reflection reply as a proposal, with the repairs a small model's answer needs applied in order:
+    its stated rule added to an unchanged or unfenced template, a block holding the whole answer cut to
+    its template, and word-for-word repeated paragraphs kept once. `original` is the repository's template
+    (whose own headings, fences and repeats are never treated as scaffolding)."""
+    proposal = with_new_instruction(parse_reply(reply, truncated=truncated), reply, parent_text)
+    if proposal.text is None:
+        return proposal
+    proposal = strip_scaffolding(proposal, original)
+    assert proposal.text is not None
+    return Proposal(drop_repeated_paragraphs(proposal.text, original), proposal.rationale, proposal.reason)
+
+
 def scaffolding_problem(text: str, original: str) -> str | None:
     """Why `text` looks like the reflection *answer* rather than a prompt: it holds a fence line or a
     heading of the requested answer format (diagnosis, rule, new template) that the original lacks.

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .pareto import evidence_score, rank_key
+from .reasons import Stop, StopReason
+from .run_stats import RunStats
 
 SCHEMA = 1
 
@@ -73,6 +75,23 @@ class Rejection:
 
 
 @dataclass
+class Pending:
+    """A child that beat its parent on the minibatch and waits for its val race (see `loop`).
+
+    Its candidate carries a provisional id (negative, never a pool id) until it joins the pool, so a
+    proposal can already be made from it while it is being raced; `event` is its proposal's log entry."""
+
+    candidate: Candidate
+    records: list[TraceRecord]
+    event: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Pending:
+        return cls(Candidate.from_json(data["candidate"]), [TraceRecord.from_json(r) for r in data["records"]],
+                   data["event"])
+
+
+@dataclass
 class EngineState:
     """The whole run state of one task. `rng` is `random.Random.getstate()` made JSON-able."""
 
@@ -84,6 +103,7 @@ class EngineState:
     metric_calls: int = 0
     reflection_calls: int = 0
     wall_s: float = 0.0
+    search_wall_s: float | None = None  # wall time of the search alone (no test scoring), set when it ends
     usage: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> ModelUsage fields (real spend)
     nominal_tokens: dict[str, list[int]] = field(default_factory=dict)  # "purpose|model" -> tokens, cache or not
     train_memo: dict[str, dict[str, TraceRecord]] = field(default_factory=dict)  # candidate id -> id -> trace
@@ -92,20 +112,24 @@ class EngineState:
     epoch_pos: int = 0
     merges_due: int = 0
     merge_pairs_tried: list[list[int]] = field(default_factory=list)  # one entry per merge tried
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: RunStats = field(default_factory=RunStats)
+    pending: list[Pending] = field(default_factory=list)  # children waiting for their val race
     history: list[dict[str, float]] = field(default_factory=list)  # {metric_calls, best_val}
     errors: list[str] = field(default_factory=list)
     finished: bool = False
-    stop_reason: str | None = None
+    stop: Stop | None = None
     final: dict[str, Any] | None = None  # test scoring of seed and best, written once at the end
 
     @classmethod
     def new(cls, task: str, seed: int) -> EngineState:
         state = cls(task=task, seed=seed, rng=[])
         state.save_rng(random.Random(seed))
-        state.stats = {"proposals": 0, "accepted": 0, "rejected_invalid": {}, "rejected_not_better": 0,
-                       "skipped_perfect": 0, "repeats": 0, "merges_accepted": 0}
         return state
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the search ended, as the report says it."""
+        return None if self.stop is None else self.stop.describe()
 
     # -- the RNG -----------------------------------------------------------------------------------------
 
@@ -122,6 +146,9 @@ class EngineState:
     # -- the pool ----------------------------------------------------------------------------------------
 
     def candidate(self, cid: int) -> Candidate:
+        """A pool member, or (negative id) a pending child."""
+        if cid < 0:
+            return next(p.candidate for p in self.pending if p.candidate.id == cid)
         return self.candidates[cid]
 
     def val_scores(self) -> dict[int, dict[str, float]]:
@@ -165,15 +192,11 @@ class EngineState:
     def add_rejection(self, parent: int, module: str, text: str, reason: str) -> None:
         self.rejected.setdefault(f"{parent}:{module}", []).append(Rejection(text, reason))
 
-    def count_invalid(self, reason: str) -> None:
-        kind = reason.split(":", 1)[0]
-        invalid = self.stats["rejected_invalid"]
-        invalid[kind] = invalid.get(kind, 0) + 1
-
     # -- serialization -----------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["stop"] = None if self.stop is None else self.stop.to_json()
         data["schema"] = SCHEMA
         return data
 
@@ -185,4 +208,10 @@ class EngineState:
         data["train_memo"] = {cid: {iid: TraceRecord.from_json(t) for iid, t in traces.items()}
                               for cid, traces in data["train_memo"].items()}
         data["rejected"] = {key: [Rejection(**r) for r in items] for key, items in data["rejected"].items()}
+        data["stats"] = RunStats.from_json(data.get("stats") or {})
+        data["pending"] = [Pending.from_json(p) for p in data.get("pending") or []]
+        legacy = data.pop("stop_reason", None)  # checkpoints from before stop reasons were values
+        stop = data.get("stop")
+        data["stop"] = (Stop.from_json(stop) if stop else
+                        Stop(StopReason.LEGACY, {"text": legacy}) if legacy else None)
         return cls(**data)

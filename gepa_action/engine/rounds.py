@@ -1,0 +1,269 @@
+"""Proposal rounds: plan the round's proposals within the budget, make them, race the children that
+beat their parent on val (overlapped with the next proposal: lookahead), and settle every outcome into
+the pool, the rejections or the children still waiting for their race. On a large val set a round
+chains steps on train instead (see `chaining`). The loop (`loop.Engine`) decides when a round runs
+and when the run stops; this module decides what a round does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..task import gather_all
+from .budget import StepCost
+from .context import Context
+from .evaluation import Entrant, score_on_val
+from .events import Logged, ProposalEvent, Skipped, ValStopped
+from .pareto import Selector, pareto_front
+from .proposal import Outcome, Plan, Proposer
+from .reasons import Stop, StopReason, rejection_text
+from .sampling import known_failures, next_minibatch
+from .state import Candidate, Pending
+
+#: See `Rounds.chaining`: chain steps on train when one val scoring costs this many proposals or more.
+CHAIN_FACTOR = 8
+
+
+class Rounds:
+    """Runs proposal rounds for one task (its context, its proposer, its parent selection)."""
+
+    def __init__(self, ctx: Context, proposer: Proposer, select: Selector) -> None:
+        self.ctx = ctx
+        self.proposer = proposer
+        self.select = select
+
+    def _plan(self, rng: Any) -> tuple[list[Plan], Stop | None]:
+        """Choose this round's proposals, each fitting the budget along with those before it (and the
+        val races of the pending children). With lookahead, a pending child is the first parent."""
+        ctx, state = self.ctx, self.ctx.state
+        scores, evidence = state.val_scores(), state.evidence()
+        front = pareto_front(scores, evidence) if self.ctx.options.strategy == "pareto" else {}
+        if not state.pending and front and all(ctx.solves_train(c) for c in front):
+            return [], Stop(StopReason.TRAIN_SOLVED)
+        plans: list[Plan] = []
+        reserved = len(state.pending) * len(ctx.val)
+        per_step = self.proposer.reflections_per_step
+        ahead = [p.candidate for p in state.pending] if self.ctx.options.lookahead else []
+        chain = self.chaining()
+        for slot in range(self.ctx.options.parallel):
+            parent = ahead[slot] if slot < len(ahead) else state.candidate(self.select(rng, scores, evidence))
+            module = ctx.optimize[parent.next_module % len(ctx.optimize)]
+            parent.next_module = (parent.next_module + 1) % len(ctx.optimize)
+            batch = next_minibatch(ctx, rng, parent.id)
+            if not batch:
+                state.stats.skipped_perfect += 1
+                self.ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(parent.id), module=module,
+                                  reason="the parent is known to solve every train instance"))
+                continue
+            memo = state.train_memo.get(str(parent.id), {})
+            # A chained step from a pending child replaces that child's val scoring, already reserved.
+            val_cost = 0 if chain and parent.id < 0 else len(ctx.val)
+            need = sum(1 for i in batch if i not in memo) + len(batch) + val_cost
+            stop = self.ctx.refuse(StepCost(reserved + need, (len(plans) + 1) * per_step))
+            if stop is not None:
+                # Spend what is left: a step on instances the parent is known to fail (free to show
+                # again), or on fewer of them, may still fit where the full step does not.
+                known = known_failures(ctx, parent.id, len(batch))
+                for smaller in [known, *(batch[:size] for size in range(len(batch) - 1, 0, -1))]:
+                    cheaper = sum(1 for i in smaller if i not in memo) + len(smaller) + val_cost
+                    if smaller and self.ctx.refuse(StepCost(reserved + cheaper, (len(plans) + 1) * per_step)) is None:
+                        batch, need, stop = smaller, cheaper, None
+                        break
+            if stop is not None:
+                return plans, stop if not plans else None
+            plans.append(Plan(parent.id, module, batch))
+            reserved += need
+        return plans, None
+
+    def chaining(self) -> bool:
+        """Grow a child on train before racing it when scoring one candidate on val costs as much as
+        CHAIN_FACTOR proposals: on a large val set the budget buys only a few full scorings, so each
+        should go to a child that has already taken every step it can."""
+        return len(self.ctx.val) >= CHAIN_FACTOR * 2 * self.ctx.options.minibatch
+
+    async def chain_round(self, rng: Any) -> Stop | None:
+        """A round on a large val set: propose from each pending child first; a child whose proposal
+        beat it on the minibatch is superseded by that proposal (never scored on val), the others are
+        raced now. Returns why the run must stop, or None."""
+        state = self.ctx.state
+        pending = list(state.pending)
+        plans, stop = self._plan(rng)
+        halt = stop is not None and stop.reason in (StopReason.STOP_FILE, StopReason.TIME_BUDGET)
+        if not plans and (not pending or halt):
+            return stop
+        outcomes = await gather_all(self.proposer.propose(plan) for plan in plans)
+        tips: list[tuple[Outcome, Candidate]] = []
+        for outcome in outcomes:
+            parent = state.candidate(outcome.plan.parent)
+            if self._settle(outcome):
+                tips.append((outcome, parent))
+        superseded = {parent.id for _, parent in tips if parent.id < 0}
+        racing = [p for p in pending if p.candidate.id not in superseded]
+        for p in pending:
+            if p.candidate.id in superseded:
+                state.stats.chained += 1
+                self.ctx.emit(Logged({**p.event, "accepted": False,
+                                 "reason": "superseded: its own child beat it on the minibatch before it was "
+                                           "scored on val (the val set is large: steps are chained on train)"}))
+        entrants = [Entrant(p.candidate.texts, p.candidate.parents[0]) for p in racing]
+        if entrants:
+            await score_on_val(self.ctx, entrants)
+        for p, entrant in zip(racing, entrants, strict=True):
+            self._conclude(p, entrant)
+        for p in pending:
+            if p.candidate.id in superseded:
+                self._drop_provisional(p.candidate.id)
+        state.pending = []
+        for outcome, parent in tips:
+            self._make_pending(outcome, parent)
+        return None if pending or tips else stop
+
+    async def proposal_round(self, rng: Any) -> Stop | None:
+        """One round: the pending children are raced on val while this round's proposals are made (from
+        them first, with lookahead); then the survivors join the pool, proposals from a child that was
+        stopped are dropped, and the children that beat their parent become the next pending ones.
+        Returns why the run must stop, or None."""
+        state = self.ctx.state
+        pending = list(state.pending)
+        plans, stop = self._plan(rng)
+        halt = stop is not None and stop.reason in (StopReason.STOP_FILE, StopReason.TIME_BUDGET)
+        if not plans and (not pending or halt):
+            return stop  # a stop file or the clock ends the run now; a spent budget still races the pending
+        entrants = [Entrant(p.candidate.texts, p.candidate.parents[0]) for p in pending]
+        # The parents' minibatch runs first: the reflection waits for them, the race does not wait for
+        # anything, so giving them the client's slots first shortens the round (it would interleave).
+        await gather_all(self.ctx.parent_trace(plan.parent, i) for plan in plans for i in plan.minibatch)
+        _, outcomes = await gather_all([score_on_val(self.ctx, entrants),
+                                        gather_all(self.proposer.propose(plan) for plan in plans)])
+        grandparents = {p.candidate.id: p.candidate.parents[0] for p in pending}
+        admitted = {p.candidate.id: self._conclude(p, e) for p, e in zip(pending, entrants, strict=True)}
+        state.pending = []
+        for outcome in outcomes:
+            provisional = outcome.plan.parent
+            if provisional < 0:
+                real = admitted[provisional]
+                if real is None:
+                    state.stats.discarded += 1
+                    grandparent = grandparents[provisional]
+                    self.ctx.emit(Skipped(iteration=state.iteration, parent=grandparent, module=outcome.plan.module,
+                                      minibatch=outcome.plan.minibatch, scores_before=outcome.parent_scores,
+                                      reason=f"made from a child of candidate {grandparent} that was then "
+                                             "stopped on val: dropped"))
+                    continue
+                outcome.plan.parent = real
+            if self._settle(outcome):
+                self._make_pending(outcome)
+        return None if pending else stop
+
+    def _proposal_event(self, outcome: Outcome, parent: Candidate | None = None) -> ProposalEvent:
+        """The proposal's log entry; `parent` when it is no longer reachable by id (a superseded child)."""
+        plan = outcome.plan
+        logged = (parent.parents[0] if parent.id < 0 else parent.id) if parent else self._logged_parent(plan.parent)
+        return ProposalEvent(
+            iteration=self.ctx.state.iteration, parent=logged,
+            chained=True if plan.parent < 0 else None, module=plan.module, minibatch=plan.minibatch,
+            scores_before=outcome.parent_scores, rationale=outcome.rationale,
+            prompt_tokens=outcome.reflection_tokens[0], completion_tokens=outcome.reflection_tokens[1],
+            cost_usd=outcome.reflection_cost, template=outcome.text,
+            scores_after=[r.score for r in outcome.child_records] if outcome.child_records is not None else None)
+
+    def _logged_parent(self, cid: int) -> int:
+        """The pool id a log entry names: a child still waiting for its race (chained on train) has none
+        yet, so its proposals name its own pool parent and say `chained`."""
+        return self.ctx.state.candidate(cid).parents[0] if cid < 0 else cid
+
+    def _settle(self, outcome: Outcome) -> bool:
+        """Record a proposal that ends here (skipped, invalid, not better); True when it goes on to val."""
+        state, plan = self.ctx.state, outcome.plan
+        if outcome.kind == "skipped":
+            state.stats.skipped_perfect += 1
+            self.ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(plan.parent),
+                                  module=plan.module, minibatch=plan.minibatch, scores_before=outcome.parent_scores,
+                                  reason="the parent is perfect on the whole minibatch"))
+            return False
+        state.stats.proposals += 1
+        event = self._proposal_event(outcome)
+        if outcome.kind == "invalid":
+            assert outcome.reason is not None
+            if outcome.reason.startswith("repeat"):
+                state.stats.repeats += 1
+            else:
+                state.stats.count_invalid(outcome.reason)
+            state.add_rejection(plan.parent, plan.module, outcome.text or "", outcome.reason)
+            event.reason = outcome.reason
+            self.ctx.emit(event)
+            return False
+        assert outcome.child_records is not None and outcome.text is not None
+        twin = state.find_texts({**state.candidate(plan.parent).texts, plan.module: outcome.text})
+        if twin is not None or not outcome.improved:
+            after = sum(r.score for r in outcome.child_records)
+            reason = (rejection_text("repeat", twin=twin.id) if twin is not None else
+                      rejection_text("not_better", after=after, before=sum(outcome.parent_scores)))
+            if twin is None:
+                state.stats.rejected_not_better += 1
+            else:
+                state.stats.repeats += 1
+            state.add_rejection(plan.parent, plan.module, outcome.text, reason)
+            event.reason = reason
+            self.ctx.emit(event)
+            return False
+        return True
+
+    def _make_pending(self, outcome: Outcome, parent: Candidate | None = None) -> None:
+        """A child that beat its parent on the minibatch waits for its val race, under a provisional id;
+        its minibatch traces are kept, so a proposal from it does not pay for them again. A child of a
+        pending child that it supersedes (a chain, see `_chain_round`) hangs off that one's pool parent
+        and carries the chain's rationale."""
+        state, plan = self.ctx.state, outcome.plan
+        assert outcome.child_records is not None and outcome.text is not None
+        parent = parent or state.candidate(plan.parent)
+        rationale = outcome.rationale
+        if parent.id < 0:
+            rationale = f"{parent.rationale}\n\nThen, one step further on train: {rationale}".strip()
+        child = Candidate(
+            id=-1 - len(state.pending), texts={**parent.texts, plan.module: outcome.text},
+            parents=list(parent.parents) if parent.id < 0 else [parent.id], origin="reflection", module=plan.module,
+            iteration=state.iteration, rationale=rationale, minibatch_ids=list(plan.minibatch),
+            minibatch_before=list(outcome.parent_scores), minibatch_after=[r.score for r in outcome.child_records],
+            next_module=parent.next_module,
+        )
+        state.train_memo[str(child.id)] = dict(zip(plan.minibatch, outcome.child_records, strict=True))
+        event = self._proposal_event(outcome, parent).to_json()
+        state.pending.append(Pending(child, list(outcome.child_records), event))
+
+    def _drop_provisional(self, provisional: int) -> None:
+        self.ctx.state.train_memo.pop(str(provisional), None)
+        for key in [k for k in self.ctx.state.rejected if k.split(":", 1)[0] == str(provisional)]:
+            del self.ctx.state.rejected[key]
+
+    def _conclude(self, pending: Pending, entrant: Entrant) -> int | None:
+        """A pending child after its val race: into the pool (its id is returned) or stopped part-way.
+        What was kept under its provisional id moves to its pool id, or is dropped."""
+        state, ctx, child = self.ctx.state, self.ctx, pending.candidate
+        provisional, plan_parent, module = child.id, child.parents[0], child.module or ""
+        memo = state.train_memo.pop(str(provisional), {})
+        rejected = {key: state.rejected.pop(key) for key in [k for k in state.rejected
+                                                              if k.split(":", 1)[0] == str(provisional)]}
+        event = dict(pending.event)
+        if entrant.stopped_at is not None:
+            size = len(ctx.val)
+            reason = rejection_text("raced_out", child=entrant.child_sum, parent=entrant.parent_sum,
+                                    scored=entrant.stopped_at, size=size)
+            state.stats.count_stopped(entrant.stopped_at, size - entrant.stopped_at)
+            state.add_rejection(plan_parent, module, child.texts[module], reason)
+            self.ctx.emit(ValStopped(iteration=child.iteration, parent=plan_parent, module=module,
+                                 scored=entrant.stopped_at, val_size=size, child_score=entrant.child_sum,
+                                 parent_score=entrant.parent_sum, reason=reason))
+            self.ctx.emit(Logged({**event, "accepted": False, "reason": reason}))
+            return None
+        state.stats.accepted += 1
+        child.id = len(state.candidates)
+        ctx.admit(child, entrant.records)
+        state.train_memo[str(child.id)] = memo
+        for key, items in rejected.items():
+            state.rejected[f"{child.id}:{key.split(':', 1)[1]}"] = items
+        if len(ctx.optimize) >= 2 and self.ctx.options.max_merges > 0:
+            state.merges_due += 1
+        self.ctx.emit(Logged({**event, "accepted": True, "child": child.id}))
+        self.ctx.emit(ctx.val_event(child))
+        return child.id

@@ -1,0 +1,190 @@
+"""Racing children on val and proposing from a child while it is raced: what a user can check in the
+report and the log. The simulated reflection model of tests/rule_task.py rewrites carelessly one time in
+four, which makes children that beat their parent on a minibatch and lose on val: the race stops those.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rule_task
+from click.testing import CliRunner
+from fake_openai import FakeOpenAI
+
+from gepa_action.cli import main
+from gepa_action.engine.evaluation import race_order, stage_ends
+from gepa_action.engine.reasons import Stop, StopReason
+from gepa_action.engine.state import Candidate, EngineState, Pending, TraceRecord
+from gepa_action.pr_body import render_pr_body
+from gepa_action.report_md import render_report
+
+
+@pytest.fixture
+def sim() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(responder=rule_task.responder()) as server:
+        yield server
+
+
+def tune(root: Path, *args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["-C", str(root), "tune", "--json", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def events_of(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in next(root.glob(".gepa/runs/*/events.jsonl")).read_text().splitlines()]
+
+
+def test_stages_double_from_an_eighth_of_val_and_end_on_all_of_it() -> None:
+    assert stage_ends(40) == [10, 20, 40]
+    assert stage_ends(520) == [65, 130, 260, 520]
+    assert stage_ends(12) == [10, 12]
+    assert stage_ends(7) == [7]
+    ids = [f"v{i}" for i in range(30)]
+    order = race_order(ids, 3)
+    assert sorted(order) == sorted(ids) and order == race_order(list(reversed(ids)), 3) and order != race_order(ids, 4)
+
+
+def test_stopped_children_never_join_the_pool_and_the_report_says_how_much_of_val_was_scored(
+        tmp_path: Path, sim: FakeOpenAI) -> None:
+    """Seeds are tried until a run stops a child part-way (careless rewrites make one soon)."""
+    for seed in range(12):
+        root = tmp_path / str(seed)
+        rule_task.write_workspace(root, sim.url, budget=300, per_rule=8)
+        report = tune(root, "--seed", str(seed), "--minibatch", "4")
+        task = report["tasks"][0]
+        stopped = [e for e in events_of(root) if e["event"] == "val_stopped"]
+        if stopped:
+            break
+    else:
+        pytest.fail("no run stopped a child on val")
+    val_size = task["split_sizes"]["val"]
+    scoring = task["val_scoring"]
+    # Every pool member, the winner included, was scored on all of val; a stopped child is not in the pool.
+    assert all(c["val_instances"] == val_size for c in task["candidates"])
+    assert scoring["winner_val_instances"] == val_size and scoring["pool_on_all_of_val"] == len(task["candidates"])
+    assert sum(s["children"] for s in scoring["stopped"]) == len(stopped) == task["proposals"]["stopped_on_val"]
+    assert scoring["calls_saved"] == sum(val_size - e["scored"] for e in stopped)
+    for event in stopped:
+        assert event["scored"] < val_size and event["child_score"] < event["parent_score"]
+    # The proposal's own log entry says why it did not join, and it is not counted as accepted.
+    proposals = [e for e in events_of(root) if e["event"] == "proposal"]
+    assert sum(1 for e in proposals if e["accepted"]) == task["proposals"]["accepted"] == len(task["candidates"]) - 1
+    assert any("not better on val so far" in (e.get("reason") or "") for e in proposals)
+    # People read it in report.md and in the PR body.
+    for text in (render_report(report), render_pr_body(report, applied=[], threshold="0.01").text):
+        assert f"scored on all {val_size} val instances" in text and "stopped after" in text
+    assert task["usage"]["metric_calls"] <= 300
+
+
+def test_without_racing_every_accepted_child_is_scored_on_all_of_val(tmp_path: Path, sim: FakeOpenAI) -> None:
+    rule_task.write_workspace(tmp_path, sim.url, budget=200)
+    task = tune(tmp_path, "--no-race", "--no-lookahead")["tasks"][0]
+    assert task["val_scoring"]["stopped"] == [] and task["proposals"]["stopped_on_val"] == 0
+    events = events_of(tmp_path)
+    assert not [e for e in events if e["event"] == "val_stopped"]
+    # In the GEPA paper's order: a proposal's child is scored on val before the next proposal is made.
+    val_calls = [e["metric_calls"] for e in events if e["event"] == "val"]
+    assert val_calls == sorted(val_calls)
+
+
+def test_lookahead_proposes_from_a_child_before_it_joined_the_pool(tmp_path: Path, sim: FakeOpenAI) -> None:
+    """With lookahead the next proposal's parent is the child being raced: the log shows its pool id
+    once it joined, and a proposal made from a child that was then stopped is dropped, not scored."""
+    rule_task.write_workspace(tmp_path, sim.url, budget=300, per_rule=6)
+    task = tune(tmp_path, "--seed", "1")["tasks"][0]
+    events = events_of(tmp_path)
+    accepted = [e for e in events if e["event"] == "proposal" and e["accepted"]]
+    children = {e["child"] for e in accepted}
+    parents = [e["parent"] for e in events if e["event"] == "proposal"]
+    assert all(p >= 0 for p in parents), "a logged parent is always a pool id"
+    assert children & set(parents), "some child was a parent"
+    dropped = [e for e in events if e["event"] == "skip" and "stopped on val" in e["reason"]]
+    assert len(dropped) == task["proposals"]["dropped"]
+    assert task["usage"]["metric_calls"] <= 300
+
+
+def test_a_pending_child_survives_a_checkpoint_round_trip() -> None:
+    state = EngineState.new("t", 0)
+    state.candidates.append(Candidate(0, {"m": "seed"}, [], "seed", val={"v": 0.0}))
+    child = Candidate(-1, {"m": "child"}, [0], "reflection", module="m", minibatch_ids=["a"])
+    record = TraceRecord(1.0, "correct", "x", ["x"])
+    state.pending.append(Pending(child, [record], {"event": "proposal", "parent": 0}))
+    state.stop = Stop(StopReason.CALL_BUDGET, {"need": 46, "left": 24, "limit": 300})
+    again = EngineState.from_json(json.loads(json.dumps(state.to_json())))
+    assert again.candidate(-1).texts == {"m": "child"} and again.pending[0].records == [record]
+    assert again.stop == state.stop
+    assert again.stop_reason == "metric-call budget: the next step needs 46 calls, 24 of 300 are left"
+
+
+def test_a_checkpoint_from_before_stop_reasons_were_values_keeps_its_sentence() -> None:
+    data = EngineState.new("t", 0).to_json()
+    data.pop("stop")
+    data["stop_reason"] = "every proposal was rejected before evaluation"
+    state = EngineState.from_json(data)
+    assert state.stop is not None and state.stop.reason is StopReason.LEGACY
+    assert state.stop_reason == "every proposal was rejected before evaluation"
+
+
+def test_on_a_large_val_set_steps_are_chained_on_train_before_a_child_is_scored_on_val(
+        tmp_path: Path, sim: FakeOpenAI) -> None:
+    """When one val scoring costs as much as many proposals (here val ~64 against a minibatch of 2), a
+    child that beat its parent is first taken further on train; only the tip of the chain is raced."""
+    rule_task.write_workspace(tmp_path, sim.url, budget=300, per_rule=16)
+    task = tune(tmp_path, "--minibatch", "2", "--seed", "2")["tasks"][0]
+    val_size = task["split_sizes"]["val"]
+    assert val_size >= 8 * 2 * 2
+    events = events_of(tmp_path)
+    superseded = [e for e in events if e["event"] == "proposal" and "superseded" in (e.get("reason") or "")]
+    assert superseded, "some child was taken further on train before any val"
+    assert task["proposals"]["accepted"] >= 1 and task["scores"]["test"]["best"] > task["scores"]["test"]["seed"]
+    val_events = [e for e in events if e["event"] == "val"]
+    # Superseded children never cost val calls: the pool is the seed and the raced tips, all on all of val.
+    assert len(val_events) == len(task["candidates"]) and all(
+        c["val_instances"] == val_size for c in task["candidates"])
+    assert any("one step further on train" in step["rationale"] for step in task["lineage"][1:])
+    # The log names pool ids only: a proposal made from a child still waiting for val names that child's
+    # own parent and says it was chained.
+    logged = [e for e in events if e["event"] in ("proposal", "skip")]
+    assert all(e["parent"] >= 0 for e in logged) and any(e.get("chained") for e in logged)
+    assert task["usage"]["metric_calls"] <= 300
+
+
+@pytest.mark.parametrize("extra", [(), ("--minibatch", "2")])  # lookahead; chaining on a large val set
+def test_a_run_interrupted_with_children_waiting_for_val_resumes_to_the_same_end(
+        tmp_path: Path, sim: FakeOpenAI, extra: tuple[str, ...]) -> None:
+    """The checkpoint carries the children still waiting for their race (provisional ids, their traces,
+    their log entries): a run stopped right after one was checkpointed ends as an uninterrupted one."""
+    from gepa_action.errors import GepaError
+    from gepa_action.tune import TuneOptions, run_tune
+    from gepa_action.workspace import find_config, load_workspace
+
+    minibatch = int(extra[1]) if extra else 10
+    options = TuneOptions(seed=3, minibatch=minibatch)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    for root in (whole, split):
+        rule_task.write_workspace(root, sim.url, budget=250, per_rule=16 if extra else 4)
+    reference = run_tune(load_workspace(find_config(whole)), load_workspace(find_config(whole)).tasks, options)
+
+    def crash_while_pending(name: str, state: Any, budget: Any) -> None:
+        if state.pending:
+            raise KeyboardInterrupt
+
+    workspace = load_workspace(find_config(split))
+    with pytest.raises(GepaError) as interrupted:
+        run_tune(workspace, workspace.tasks, options, progress=crash_while_pending)
+    run_id = str(interrupted.value).split("run ", 1)[1].split(" ", 1)[0]
+    saved = json.loads((split / ".gepa/runs" / run_id / "state/route.json").read_text())
+    assert saved["pending"] and saved["pending"][0]["candidate"]["id"] < 0
+    resumed = run_tune(workspace, [], TuneOptions(), resume=run_id)
+
+    def state_of(run_path: Path) -> dict[str, Any]:
+        state = json.loads((run_path / "state/route.json").read_text())
+        return {k: v for k, v in state.items() if k not in ("wall_s", "search_wall_s", "usage")}
+
+    assert state_of(resumed.run.path) == state_of(reference.run.path)
+    assert resumed.report["tasks"][0]["scores"] == reference.report["tasks"][0]["scores"]
