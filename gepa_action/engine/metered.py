@@ -39,6 +39,8 @@ class MeteredLM:
     async def complete(self, model: str, messages: list[dict[str, Any]], *, purpose: str = "metric",
                        **options: Any) -> Completion:
         completion = await self.lm.complete(model, messages, **options)
+        for kind in completion.retries:  # the flakiness of the endpoint shows in this task's report
+            self.usage.record_retry(model, kind)
         if completion.cached:
             self.usage.record_cached(model)
         else:
