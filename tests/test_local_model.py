@@ -419,7 +419,10 @@ def test_a_crashed_server_is_reported_as_a_crash_in_seconds_and_in_the_run_folde
     assert any(e["event"] == "error" and "killed by signal SIGSEGV" in e["message"] for e in events)
 
 
-def test_a_local_run_resumes_on_the_local_models_without_repeating_local(local_fakes) -> None:
+def test_a_local_run_resumes_on_the_local_models_without_repeating_local(local_fakes, monkeypatch) -> None:
+    # every answer, the reflection's too: a template for the user message (valid there, not for the system one)
+    monkeypatch.setenv("FAKE_ANSWER",
+                       "Diagnosis: no labels.\n```jinja\nTicket: {{ text }}\nAnswer bug or billing.\n```")
     runner = CliRunner()
     first = runner.invoke(main, ["-C", str(local_fakes), "tune", "--local", "--budget", "20", "--json"])
     assert first.exit_code == 0, first.output

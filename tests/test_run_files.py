@@ -247,7 +247,7 @@ def test_a_gepa_folder_the_user_may_not_write_is_one_line(sim: FakeOpenAI) -> No
 
 def _states(run_dir: Path) -> dict[str, Any]:
     state = json.loads((run_dir / "state/route.json").read_text())
-    for volatile in ("wall_s", "usage"):
+    for volatile in ("wall_s", "search_wall_s", "usage"):
         state.pop(volatile)
     return state
 
