@@ -77,7 +77,8 @@ def test_exact_choices_name_the_label_set_when_the_answer_is_outside_it() -> Non
     """)
     outside = run(metric, "Refund", "billing")
     assert outside.score == 0.0 and outside.feedback.endswith(
-        "'Refund' is not an allowed answer: answer with exactly one of bug, billing, how_to")
+        "'Refund' is not an allowed answer: answer with exactly one of bug, billing, how_to (the prompt should "
+        'say: "Answer with exactly one of: bug, billing, how_to.")')
     inside = run(metric, "bug", "billing")
     assert inside.score == 0.0 and "not an allowed answer" not in inside.feedback
     assert run(metric, "Billing", "billing").score == 1.0

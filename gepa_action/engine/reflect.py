@@ -42,8 +42,8 @@ Now write your answer in exactly this shape, with no headings and nothing after 
 
 Diagnosis: <one to four sentences: why the failing examples failed, and what the model must be told to get \
 them right>
-New instruction: <that rule as one sentence addressed to the model, general enough to hold for inputs not \
-shown here>
+New instruction: <the sentence to add to the template, written to the model in the imperative ("Answer \
+...", "When ..."): a rule that also holds for inputs not shown here>
 ```jinja
 <the complete new template: the current template with the new instruction added>
 ```

@@ -102,7 +102,10 @@ class ExactMetric(Metric):
             feedback += f"; {hint}"
         if self.choices and not self._allowed(output):
             allowed = ", ".join(self.choices)
-            feedback += f"; {_show(output)} is not an allowed answer: answer with exactly one of {allowed}"
+            # Said as the instruction the prompt lacks: a small reflection model copies a sentence it is
+            # shown far more reliably than it turns a diagnosis into one.
+            feedback += (f"; {_show(output)} is not an allowed answer: answer with exactly one of {allowed}"
+                         f" (the prompt should say: \"Answer with exactly one of: {allowed}.\")")
         return MetricResult(0.0, feedback)
 
     def _diagnose(self, output: str, accepted: list[str]) -> str | None:
