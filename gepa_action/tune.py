@@ -287,9 +287,13 @@ def _drive(workspace: Workspace, run: RunDir, tasks: list[Task], options: TuneOp
     try:
         with sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
             outcomes = asyncio.run(main(routes))
-    except GepaError as exc:  # the local servers failed to start or their readiness check: nothing was spent
-        run.append_events([{"time": utc_now(), "event": "error", "message": str(exc)}])
-        write_reports(workspace, run, tasks, {t.name: f"failed: {exc}" for t in tasks}, run_status=f"failed: {exc}")
+    except GepaError as exc:  # e.g. the local servers failed to start or their readiness check: nothing was spent
+        # The run folder says so too; a folder that cannot take it (a full or read-only disk) must not hide
+        # the error that stopped the run behind one of its own.
+        with contextlib.suppress(RunWriteError, OSError):
+            run.append_events([{"time": utc_now(), "event": "error", "message": str(exc)}])
+            write_reports(workspace, run, tasks, {t.name: f"failed: {exc}" for t in tasks},
+                          run_status=f"failed: {exc}")
         raise
     except KeyboardInterrupt:
         with contextlib.suppress(ReportNotSaved):  # the checkpoints are what a resume needs
