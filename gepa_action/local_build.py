@@ -92,11 +92,16 @@ class BuildSpec:
                 "arch": self.arch, "key": self.key}
 
 
-def wheel_cache(environ: Mapping[str, str] | None = None) -> Path:
-    """`$XDG_CACHE_HOME/gepa-tune/llama-cpp`, else `~/.cache/gepa-tune/llama-cpp`."""
+def user_cache_root(environ: Mapping[str, str] | None = None) -> Path:
+    """gepa-tune's per-user cache: `$XDG_CACHE_HOME/gepa-tune`, else `~/.cache/gepa-tune` (model files, wheels)."""
     env = os.environ if environ is None else environ
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gepa-tune" / "llama-cpp"
+    return Path(base) / "gepa-tune"
+
+
+def wheel_cache(environ: Mapping[str, str] | None = None) -> Path:
+    """Where portable wheels are kept, one folder per build key."""
+    return user_cache_root(environ) / "llama-cpp"
 
 
 def cached_wheel(folder: Path) -> Path | None:

@@ -46,6 +46,7 @@ from typing import IO, Any
 
 from .errors import InputError, RunError
 from .lm import Route
+from .local_build import user_cache_root
 from .signals import sigterm_as_interrupt
 from .workspace import LMConfig, Price, Workspace
 
@@ -128,9 +129,7 @@ def require_extra() -> None:
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where joined model files live: `$XDG_CACHE_HOME/gepa-tune/models`, else `~/.cache/gepa-tune/models`."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gepa-tune" / "models"
+    return user_cache_root(environ) / "models"
 
 
 def chunk_files(model: LocalModel) -> list[Path]:
