@@ -552,7 +552,8 @@ class LMClient:
                                    kind="invalid_reply")
             if failure.status == 429:
                 self.limiter.rate_limited(generation)
-            await self._raise_if_crashed(model, attempts)
+            # a dead server shows as a broken connection; anything else is a live server's answer
+            await self._raise_if_crashed(model, attempts, wait=1.0 if failure.kind in ("connection", "timeout") else 0)
             if not failure.retryable or attempts > self.config.max_retries:
                 raise self._error(failure, model, attempts)
             self.usage.record_retry(model, failure.kind)
