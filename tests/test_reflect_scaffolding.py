@@ -19,6 +19,7 @@ from gepa_action.engine.reflect import (
     drop_repeated_paragraphs,
     embedded_diagnosis,
     parse_reply,
+    read_proposal,
     repair_request,
     repairable,
     scaffolding_problem,
@@ -152,3 +153,29 @@ def test_a_block_holding_the_whole_answer_is_cut_down_to_the_template_after_its_
     # the recorded repair turn: nothing after its "Complete New Template" heading but a fence
     wrapped = parse_reply(REPAIR_TURN, truncated=False)
     assert strip_scaffolding(wrapped, SEED) == wrapped
+
+
+# A repair-turn reply the bundled 1.5B wrote in this project's demo (seed 2, the cache of a real run): its whole
+# answer inside the block, the template after a "New Template:" line, the rule only in the prose.
+RECORDED_REPAIR = """\
+```jinja
+Diagnosis: The current template does not clearly state the rule that the model should follow to correctly \
+identify customer support ticket categories. It only asks for the category without specifying what constitutes a \
+bug, billing, account, feature_request, or how_to.
+
+General Rule: The model should always answer with exactly one of the following labels: bug, billing, account, \
+feature_request, or how_to based on the content of the customer's ticket.
+
+New Template:
+You are a helpful support assistant for Ledgerly. Read the customer's ticket and say what kind of request it is.
+```
+"""
+
+
+def test_the_recorded_reply_is_cut_to_its_template_and_keeps_its_diagnosis() -> None:
+    proposal = read_proposal(RECORDED_REPAIR, truncated=False, parent_text=SEED, original=SEED)
+    # what it proposes is the parent unchanged (the engine rejects that as repairable), never the answer
+    assert proposal.text == SEED and proposal.reason is None
+    assert proposal.rationale.startswith("Diagnosis: The current template does not clearly state the rule")
+    with_rule = RECORDED_REPAIR.replace("New Template:", f"New instruction: {RULE}\nNew Template:")
+    assert read_proposal(with_rule, truncated=False, parent_text=SEED, original=SEED).text == f"{SEED}\n{RULE}"

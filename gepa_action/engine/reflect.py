@@ -313,14 +313,15 @@ def drop_repeated_paragraphs(text: str, original: str) -> str:
 
 def read_proposal(reply: str, *, truncated: bool, parent_text: str, original: str) -> Proposal:
     """A reflection reply as a proposal, with the repairs a small model's answer needs applied in order:
-    its stated rule added to an unchanged or unfenced template, a block holding the whole answer cut to
-    its template, and word-for-word repeated paragraphs kept once. `original` is the repository's template
+    a block holding the whole answer cut to its template, its stated rule added to an unchanged or
+    unfenced template, and word-for-word repeated paragraphs kept once. `original` is the repository's template
     (whose own headings, fences and repeats are never treated as scaffolding)."""
-    proposal = with_new_instruction(parse_reply(reply, truncated=truncated), reply, parent_text)
+    proposal = parse_reply(reply, truncated=truncated)
+    if proposal.text is not None:
+        proposal = strip_scaffolding(proposal, original)
+    proposal = with_new_instruction(proposal, reply, parent_text)  # after the cut: it may leave the parent's text
     if proposal.text is None:
         return proposal
-    proposal = strip_scaffolding(proposal, original)
-    assert proposal.text is not None
     return Proposal(drop_repeated_paragraphs(proposal.text, original), proposal.rationale, proposal.reason)
 
 
