@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-import rule_task  # noqa: E402
-from fake_github import FakeGitHub  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
-from git_repos import ENV, make_origin  # noqa: E402
+from fakes import rule_task  # noqa: E402
+from fakes.git_repos import ENV, make_origin  # noqa: E402
+from fakes.github_server import FakeGitHub  # noqa: E402
+from fakes.openai_server import FakeOpenAI  # noqa: E402
 
 TOKEN = "ghs_bench_token"
 CLI = str(Path(sys.executable).with_name("gepa-tune"))

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from fake_openai import FakeOpenAI  # noqa: E402
+from fakes.openai_server import FakeOpenAI  # noqa: E402
 
 CONFIG = """\
 lm:

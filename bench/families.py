@@ -43,8 +43,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import rule_task  # noqa: E402
-from fake_openai import Reply  # noqa: E402
+from fakes import rule_task  # noqa: E402
+from fakes.openai_server import Reply  # noqa: E402
 
 TASK_MODEL = rule_task.TASK_MODEL
 REFLECTION_MODEL = rule_task.REFLECTION_MODEL

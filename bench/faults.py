@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-import rule_task  # noqa: E402
-from fake_openai import FakeOpenAI, Reply  # noqa: E402
+from fakes import rule_task  # noqa: E402
+from fakes.openai_server import FakeOpenAI, Reply  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("gepa-tune"))
 KEY = "sk-bench-EchoMe-0123456789abcdef"

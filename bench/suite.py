@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from fake_openai import FakeOpenAI  # noqa: E402
+from fakes.openai_server import FakeOpenAI  # noqa: E402
 from families import FAMILIES, World  # noqa: E402
 from tune_vs_reference import REF_PYTHON, REF_RUNNER, ensure_reference_venv, parse_seeds  # noqa: E402
 

@@ -52,8 +52,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-import rule_task  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+from fakes import rule_task  # noqa: E402
+from fakes.openai_server import FakeOpenAI  # noqa: E402
 
 from gepa_action.templates import render  # noqa: E402
 from gepa_action.workspace import load_workspace  # noqa: E402

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fake_openai import FakeOpenAI
+from fakes.openai_server import FakeOpenAI
 
 from gepa_action.workspace import LMConfig
 

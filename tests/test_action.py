@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import rule_task
 from click.testing import CliRunner, Result
-from fake_github import FakeGitHub
-from fake_openai import FakeOpenAI
-from git_repos import ENV, commit_on, git, make_origin
+from fakes import rule_task
+from fakes.git_repos import ENV, commit_on, git, make_origin
+from fakes.github_server import FakeGitHub
+from fakes.openai_server import FakeOpenAI
 
 from gepa_action import action as action_module
 from gepa_action.cli import main

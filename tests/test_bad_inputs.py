@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from workspace_factory import INSTANCES, jsonl, make_workspace
+from fakes.workspace_factory import INSTANCES, jsonl, make_workspace
 
 from gepa_action.cli import main
 

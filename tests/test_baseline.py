@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from workspace_factory import GEPA_YAML, LABELLED_ROWS, jsonl, keyword_label, make_workspace
+from fakes.workspace_factory import GEPA_YAML, LABELLED_ROWS, jsonl, keyword_label, make_workspace
 
 from gepa_action import baseline
 from gepa_action.cli import main

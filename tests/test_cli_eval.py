@@ -6,8 +6,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from fake_openai import Reply
-from workspace_factory import GEPA_YAML, make_workspace, with_steps
+from fakes.openai_server import Reply
+from fakes.workspace_factory import GEPA_YAML, make_workspace, with_steps
 
 from gepa_action.cli import main
 

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from workspace_factory import make_workspace, with_steps
+from fakes.workspace_factory import make_workspace, with_steps
 
 from gepa_action.engine.budget import BudgetGuard, Limits, StepCost
 from gepa_action.engine.merge import merge_subsample, merged_texts, plan_merge

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rule_task
 from click.testing import CliRunner
-from fake_openai import FakeOpenAI
+from fakes import rule_task
+from fakes.openai_server import FakeOpenAI
 
 from gepa_action.cli import main
 from gepa_action.engine.evaluation import race_order, stage_ends

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rule_task
 from click.testing import CliRunner
-from fake_openai import FakeOpenAI, Reply
+from fakes import rule_task
+from fakes.openai_server import FakeOpenAI, Reply
 
 from gepa_action.cache import ResponseCache
 from gepa_action.cli import main

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_github import FakeGitHub, branch_sha
+from fakes.github_server import FakeGitHub, branch_sha
 from github import Auth, Github
 
 from gepa_action.github import MAX_BODY_CHARS, GitHubError, PullRequests

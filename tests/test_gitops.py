@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from git_repos import ENV, commit_on, git, make_origin
+from fakes.git_repos import ENV, commit_on, git, make_origin
 
 from gepa_action.errors import RunError
 from gepa_action.gitops import TRAILER, Git, Identity

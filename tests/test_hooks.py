@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from workspace_factory import GEPA_YAML, LABELLED_ROWS, keyword_label, make_workspace
+from fakes.workspace_factory import GEPA_YAML, LABELLED_ROWS, keyword_label, make_workspace
 
 from gepa_action.cli import main
 from gepa_action.hooks import affected_tasks
@@ -270,7 +270,7 @@ def test_gate_ignores_unrelated_files_and_rescores_on_config_changes(gated, open
 
 
 def test_gate_with_nothing_to_compare_warns_unless_strict(gated):
-    from workspace_factory import jsonl
+    from fakes.workspace_factory import jsonl
 
     (gated / "evals/set.jsonl").write_text(jsonl([{**row, "split": "test"} for row in ROWS]))
     result = gate(gated, "evals/set.jsonl")

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import rule_task
 from click.testing import CliRunner
-from fake_openai import FakeOpenAI
+from fakes import rule_task
+from fakes.openai_server import FakeOpenAI
 
 from gepa_action.cli import main
 from gepa_action.templates import MAX_OUTPUT_CHARS

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from fake_openai import Reply
+from fakes.openai_server import Reply
 
 from gepa_action.cache import ResponseCache, cache_key
 from gepa_action.errors import InputError, RunError

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fake_openai import FakeOpenAI
-from workspace_factory import make_workspace
+from fakes.openai_server import FakeOpenAI
+from fakes.workspace_factory import make_workspace
 
 from gepa_action import local_model
 from gepa_action.cli import main

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from workspace_factory import make_workspace
+from fakes.workspace_factory import make_workspace
 
 from gepa_action.cli import main
 from gepa_action.errors import InputError

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from workspace_factory import make_workspace
+from fakes.workspace_factory import make_workspace
 
 from gepa_action.engine.reflect import (
     Proposal,

@@ -145,7 +145,7 @@ def test_a_render_cannot_change_the_inputs_of_the_next_one() -> None:
 
 def test_check_refuses_a_template_that_is_slow_on_every_instance(tmp_path, monkeypatch) -> None:
     """Each render stays under the time limit, but all of them together would stall `check`."""
-    from workspace_factory import make_workspace
+    from fakes.workspace_factory import make_workspace
 
     from gepa_action import workspace as workspace_module
     from gepa_action.errors import InputError

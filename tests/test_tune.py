@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rule_task
 from click.testing import CliRunner, Result
-from fake_openai import FakeOpenAI, Reply
+from fakes import rule_task
+from fakes.openai_server import FakeOpenAI, Reply
 
 from gepa_action.cli import main
 from gepa_action.errors import GepaError
@@ -329,7 +329,7 @@ def test_two_modules_round_robin_per_lineage_and_merge(tmp_path: Path, sim: Fake
 
 
 def test_no_api_key_fails_before_a_run_is_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workspace_factory import make_workspace
+    from fakes.workspace_factory import make_workspace
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from workspace_factory import GEPA_YAML, INSTANCES, jsonl, make_workspace, with_steps
+from fakes.workspace_factory import GEPA_YAML, INSTANCES, jsonl, make_workspace, with_steps
 
 from gepa_action.cli import main
 from gepa_action.errors import InputError

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fake_openai import Reply
+from fakes.openai_server import Reply
 
 TASK_MODEL = "sim-task"
 REFLECTION_MODEL = "sim-reflect"
