@@ -56,21 +56,19 @@ so answers do not depend on when the test ran.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import subprocess
-import sys
 import threading
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from fakes.loopback import LoopbackHandler, LoopbackServer
 
 EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 MAX_BODY = 65_536
@@ -282,18 +280,7 @@ def _stable_id(text: str) -> int:
     return zlib.crc32(text.encode()) % 90_000_000 + 10_000_000
 
 
-class _QuietServer(ThreadingHTTPServer):
-    """Clients hanging up are normal; the backlog is raised so bursts of connections are not delayed."""
-
-    request_queue_size = 256
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            return
-        super().handle_error(request, client_address)
-
-
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """A running fake GitHub REST API; see the module docstring. Context manager or start()/stop().
 
     `token` is the only credential accepted. `permissions` are the token's (GitHub App style, as the
@@ -313,6 +300,7 @@ class FakeGitHub:
         api_prefix: str = "",
         web_url: str = "https://github.com",
     ) -> None:
+        super().__init__()
         self.token = token
         self.permissions = dict(DEFAULT_PERMISSIONS if permissions is None else permissions)
         self.actions_can_create_prs = actions_can_create_prs
@@ -327,58 +315,10 @@ class FakeGitHub:
         self._clock = 0
         self._next_id = 1000
         self._lock = threading.RLock()
-        self._connections: set[socket.socket] = set()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         for full_name, git_dir in (repos or {}).items():
             self.add_repo(full_name, git_dir)
 
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> FakeGitHub:
-        fake = self
-
-        class Handler(_Handler):
-            state = fake
-
-        server = _QuietServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:  # wake handler threads blocked on idle keep-alive connections
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeGitHub is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def root(self) -> str:
-        """`http://127.0.0.1:PORT`, without the API prefix."""
-        return f"http://127.0.0.1:{self.port}"
+    # -- lifecycle: start/stop/port/root and the context manager come from LoopbackServer ----------------
 
     @property
     def url(self) -> str:
@@ -998,38 +938,17 @@ class FakeGitHub:
             "X-RateLimit-Resource": "core",
         }
 
-    def _track(self, conn: socket.socket, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
 
+class _Handler(LoopbackHandler):
+    """Every answer has a Content-Length and GitHub's usual headers."""
 
-class _Handler(BaseHTTPRequestHandler):
-    """Keep-alive HTTP/1.1; every answer has a Content-Length and GitHub's usual headers."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # two writes per answer; Nagle + delayed ACK would add ~40 ms each
-    state: FakeGitHub  # set on the per-server subclass
-
-    def setup(self) -> None:
-        super().setup()
-        self.state._track(self.connection, True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.state._track(self.connection, False)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
+    fake: FakeGitHub
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, body, extra = self.state._handle(method, self.path, headers, raw)
+        status, body, extra = self.fake._handle(method, self.path, headers, raw)
         data = b"" if body is None else (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
         try:
             self.send_response(status)
@@ -1037,7 +956,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.send_header("X-GitHub-Media-Type", "github.v3; format=json")
             self.send_header("X-GitHub-Api-Version-Selected", "2022-11-28")
-            rate = self.state._rate_headers()
+            rate = self.fake._rate_headers()
             names = {k.lower() for k in extra}
             for name, value in [*rate.items(), *extra.items()]:
                 if name in rate and name.lower() in names:
@@ -1064,3 +983,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._serve("DELETE")
+
+
+FakeGitHub.handler = _Handler

@@ -43,19 +43,17 @@ connection so no thread outlives the test for long.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import socket
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from fakes.loopback import LoopbackHandler, LoopbackServer
 
 CREATED = 1_700_000_000  # a fixed timestamp: answers must not depend on when the test ran
 
@@ -120,26 +118,11 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client that hangs up mid-connection (a cancelled request, a killed process) is normal here:
-    socketserver would print a traceback to stderr, which lands in the output tests inspect.
-
-    The listen backlog is raised from socketserver's 5: a client opening dozens of connections at
-    once would otherwise see SYNs dropped and wait a full second for TCP to retransmit, a delay no
-    real server imposes and one that would distort every timing measured against this one."""
-
-    request_queue_size = 256
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            return
-        super().handle_error(request, client_address)
-
-
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """A running fake server; see the module docstring. Use as a context manager or start()/stop()."""
 
     def __init__(self, responder: Responder | None = None, delay: float = 0.0, model: str = "fake-model"):
+        super().__init__()
         self.responder: Responder = responder or echo_responder
         self.delay = delay
         self.model = model
@@ -152,57 +135,13 @@ class FakeOpenAI:
         self.echoed_headers: tuple[str, ...] = ()  # see echo_headers
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAI:
-        fake = self
-
-        class Handler(_Handler):
-            server_state = fake
-
-        server = _QuietServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.daemon = True
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:  # wake handler threads blocked on idle keep-alive connections
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeOpenAI is not running")
-        return int(self._server.server_address[1])
+    # -- lifecycle: start/stop/port and the context manager come from LoopbackServer -------------------
 
     @property
     def url(self) -> str:
         """The base URL to give a client, e.g. `http://127.0.0.1:PORT/v1`."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.root}/v1"
 
     # -- scripting -----------------------------------------------------------------------------------
 
@@ -268,13 +207,6 @@ class FakeOpenAI:
         with self._lock:
             self.in_flight -= 1
 
-    def _track(self, conn: socket.socket, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
 
 def completion_body(request: dict[str, Any], reply: Reply, model: str) -> dict[str, Any]:
     """The chat.completion JSON for `reply`, honouring the request's max_tokens like a real server."""
@@ -314,25 +246,10 @@ def error_body(status: int, message: str = "") -> dict[str, Any]:
     return {"error": {"message": text, "type": kind, "param": None, "code": code}}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Keep-alive HTTP/1.1 handler; every response carries Content-Length."""
+class _Handler(LoopbackHandler):
+    """Routes of the OpenAI protocol; every response carries Content-Length."""
 
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out as two writes; with Nagle on, the client's delayed ACK adds ~40 ms each.
-    disable_nagle_algorithm = True
-    server_state: FakeOpenAI  # set on the per-server subclass
-
-    def setup(self) -> None:
-        super().setup()
-        self.server_state._track(self.connection, True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server_state._track(self.connection, False)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass  # keep test output clean
+    fake: FakeOpenAI
 
     def _send(self, status: int, payload: dict[str, Any] | str, headers: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
@@ -356,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         if self.path.rstrip("/") == "/v1/models":
-            model = self.server_state.model
+            model = self.fake.model
             self._send(
                 200,
                 {
@@ -379,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             self._send(400, error_body(400, "request body must be a JSON object"))
             return
-        state = self.server_state
+        state = self.fake
         state._enter()
         try:
             reply = state._decide(body, {k.lower(): v for k, v in self.headers.items()})
@@ -394,3 +311,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(reply.status, error_body(reply.status, reply.text), reply.headers)
         finally:
             state._leave()
+
+
+FakeOpenAI.handler = _Handler
