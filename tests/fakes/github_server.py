@@ -50,6 +50,9 @@ requests with an error (before authentication, like a proxy or an outage would);
 handled (to create a competing pull request between a client's look-up and its create);
 `add_pull(...)` seeds a pull request as another user would open it.
 
+The module holds the server's routes; what it checks and how it words refusals is in `github_rules`,
+and its recorded requests, faults, repositories and git look-ups are in `github_state`.
+
 Timestamps come from a counter (one second per change from 2024-01-01T00:00:00Z) and ids from counters,
 so answers do not depend on when the test ran.
 """
@@ -58,179 +61,33 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
-import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from fakes.github_rules import (
+    CREATE_PULL_FIELDS,
+    DEFAULT_PERMISSIONS,
+    LEVELS,
+    MAX_BODY,
+    UPDATE_PULL_FIELDS,
+    Refusal,
+    accepted_header,
+    check_payload,
+    error_body,
+    invalid,
+    validation_failed,
+)
+from fakes.github_state import Fault, Hook, RecordedRequest, Repo, branch_sha, is_ancestor, run_git, stable_id
 from fakes.loopback import LoopbackHandler, LoopbackServer
 
+__all__ = ["FakeGitHub", "RecordedRequest", "branch_sha", "error_body"]
+
 EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
-MAX_BODY = 65_536
-DOCS = "https://docs.github.com/rest"
-DEFAULT_PERMISSIONS = {"metadata": "read", "contents": "write", "pull_requests": "write", "issues": "write"}
-_LEVELS = {"none": 0, "read": 1, "write": 2, "admin": 3}
-_REASONS = {
-    400: "Bad Request",
-    401: "Bad credentials",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-    422: "Validation Failed",
-    429: "API rate limit exceeded",
-    500: "Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
 
-
-@dataclass
-class RecordedRequest:
-    """One request as the fake saw it. `path` has no API prefix and no query; `status` is the answer's."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    headers: dict[str, str]
-    status: int = 0
-
-
-@dataclass
-class _Fault:
-    method: str
-    pattern: re.Pattern[str]
-    status: int
-    body: Any
-    headers: dict[str, str]
-    times: int
-
-
-@dataclass
-class _Hook:
-    method: str
-    pattern: re.Pattern[str]
-    callback: Callable[[], object]
-
-
-@dataclass
-class _Repo:
-    owner: str
-    name: str
-    git_dir: Path
-    default_branch: str
-    private: bool
-    drafts: bool
-    id: int
-    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
-    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # by lower-cased name
-    next_number: int = 1
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.owner}/{self.name}"
-
-
-class _Answer(Exception):
-    """Raised inside a route to answer right away (an error, usually)."""
-
-    def __init__(self, status: int, body: Any = None, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-
-
-# -- git -----------------------------------------------------------------------------------------------
-
-
-def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(git_dir), *args], capture_output=True, text=True, check=False)
-
-
-def branch_sha(git_dir: Path, branch: str) -> str | None:
-    """The commit `branch` points at in `git_dir`, or None if there is no such branch."""
-    if not branch or branch.startswith("-"):
-        return None
-    result = _git(git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
-    if result.returncode != 0:
-        return None
-    return result.stdout.strip() or None
-
-
-def _is_ancestor(git_dir: Path, maybe_ancestor: str, of: str) -> bool:
-    return _git(git_dir, "merge-base", "--is-ancestor", maybe_ancestor, of).returncode == 0
-
-
-# -- GitHub's error bodies -------------------------------------------------------------------------------
-
-
-def error_body(status: int, message: str | None = None, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """GitHub's error JSON: `message`, optional `errors`, `documentation_url`, and `status` as a string."""
-    body: dict[str, Any] = {"message": message or _REASONS.get(status, f"HTTP {status}")}
-    if errors is not None:
-        body["errors"] = errors
-    body["documentation_url"] = DOCS
-    body["status"] = str(status)
-    return body
-
-
-def _invalid(detail: str) -> _Answer:
-    """A schema violation, in the words GitHub uses for them."""
-    return _Answer(422, error_body(422, f"Invalid request.\n\n{detail}"))
-
-
-def _validation_failed(*errors: dict[str, Any]) -> _Answer:
-    return _Answer(422, error_body(422, "Validation Failed", list(errors)))
-
-
-_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", list: "array", dict: "object"}
-
-
-def _check_payload(
-    payload: Any, fields: Mapping[str, type], required: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """A JSON object with only `fields`, each of its type, and the `required` ones present."""
-    if not isinstance(payload, dict):
-        raise _invalid(f"For 'links/0/schema', {json.dumps(payload)} is not an object.")
-    for key in payload:
-        if key not in fields:
-            raise _invalid(f'"{key}" is not a permitted key.')
-    for key in required:
-        if key not in payload:
-            raise _invalid(f'"{key}" wasn\'t supplied.')
-    for key, value in payload.items():
-        expected = fields[key]
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if not ok:
-            raise _invalid(f"For 'properties/{key}', {json.dumps(value)} is not a{'n' * (expected is int)} "
-                           f"{_TYPE_NAMES[expected]}.")
-    return payload
-
-
-_CREATE_PULL_FIELDS: dict[str, type] = {
-    "title": str,
-    "head": str,
-    "head_repo": str,
-    "base": str,
-    "body": str,
-    "maintainer_can_modify": bool,
-    "draft": bool,
-    "issue": int,
-}
-_UPDATE_PULL_FIELDS: dict[str, type] = {
-    "title": str,
-    "body": str,
-    "state": str,
-    "base": str,
-    "maintainer_can_modify": bool,
-}
 
 # Routes: method, path pattern, handler name, accepted permission sets (alternatives).
 _ROUTES: list[tuple[str, re.Pattern[str], str, list[dict[str, str]]]] = [
@@ -272,14 +129,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, list[dict[str, str]]]] = [
 ]
 
 
-def _accepted_header(sets: list[dict[str, str]]) -> str:
-    return "; ".join(",".join(f"{k}={v}" for k, v in s.items()) for s in sets)
-
-
-def _stable_id(text: str) -> int:
-    return zlib.crc32(text.encode()) % 90_000_000 + 10_000_000
-
-
 class FakeGitHub(LoopbackServer):
     """A running fake GitHub REST API; see the module docstring. Context manager or start()/stop().
 
@@ -309,9 +158,9 @@ class FakeGitHub(LoopbackServer):
         self.web_url = web_url.rstrip("/")
         self.requests: list[RecordedRequest] = []
         self.errors: list[Exception] = []  # exceptions raised by the fake or a callback (answered with 500)
-        self._repos: dict[str, _Repo] = {}
-        self._faults: list[_Fault] = []
-        self._hooks: list[_Hook] = []
+        self._repos: dict[str, Repo] = {}
+        self._faults: list[Fault] = []
+        self._hooks: list[Hook] = []
         self._clock = 0
         self._next_id = 1000
         self._lock = threading.RLock()
@@ -346,17 +195,17 @@ class FakeGitHub(LoopbackServer):
             raise ValueError(f"repository must be 'owner/name', got {full_name!r}")
         git_dir = Path(git_dir)
         if default_branch is None:
-            head = _git(git_dir, "symbolic-ref", "--short", "HEAD")
+            head = run_git(git_dir, "symbolic-ref", "--short", "HEAD")
             default_branch = head.stdout.strip() if head.returncode == 0 and head.stdout.strip() else "main"
         with self._lock:
-            self._repos[full_name.lower()] = _Repo(
+            self._repos[full_name.lower()] = Repo(
                 owner=owner,
                 name=name,
                 git_dir=git_dir,
                 default_branch=default_branch,
                 private=private,
                 drafts=drafts,
-                id=_stable_id(full_name),
+                id=stable_id(full_name),
             )
 
     def add_pull(
@@ -438,13 +287,13 @@ class FakeGitHub(LoopbackServer):
         the path without prefix and query) with `status` and `body` (default: GitHub's error JSON)."""
         with self._lock:
             self._faults.append(
-                _Fault(method.upper(), re.compile(path_regex), status, body, dict(headers or {}), times)
+                Fault(method.upper(), re.compile(path_regex), status, body, dict(headers or {}), times)
             )
 
     def before_next(self, method: str, path_regex: str, callback: Callable[[], object]) -> None:
         """Run `callback` once, just before the next matching request is handled."""
         with self._lock:
-            self._hooks.append(_Hook(method.upper(), re.compile(path_regex), callback))
+            self._hooks.append(Hook(method.upper(), re.compile(path_regex), callback))
 
     # -- request handling (handler threads) -----------------------------------------------------------
 
@@ -487,8 +336,8 @@ class FakeGitHub(LoopbackServer):
         payload: Any,
         raw_body: bytes,
         prefixed: bool,
-        fault: _Fault | None,
-        hook: _Hook | None,
+        fault: Fault | None,
+        hook: Hook | None,
     ) -> tuple[int, Any, dict[str, str]]:
         if fault is not None:
             return fault.status, fault.body if fault.body is not None else error_body(fault.status), fault.headers
@@ -496,10 +345,10 @@ class FakeGitHub(LoopbackServer):
             hook.callback()
         try:
             if raw_body and isinstance(payload, str):
-                raise _Answer(400, error_body(400, "Problems parsing JSON"))
+                raise Refusal(400, error_body(400, "Problems parsing JSON"))
             self._authenticate(headers)
             if not prefixed:
-                raise _Answer(404, error_body(404))
+                raise Refusal(404, error_body(404))
             for route_method, pattern, handler, needs in _ROUTES:
                 match = pattern.fullmatch(rel)
                 if match is None or route_method != method:
@@ -507,15 +356,15 @@ class FakeGitHub(LoopbackServer):
                 with self._lock:
                     repo = self._repos.get(f"{match['o']}/{match['r']}".lower())
                     if repo is None:
-                        raise _Answer(404, error_body(404))
+                        raise Refusal(404, error_body(404))
                     self._authorize(needs)
                     number = int(match["n"]) if "n" in pattern.groupindex else None
                     return getattr(self, handler)(repo, number, query, payload)
-            raise _Answer(404, error_body(404))
-        except _Answer as answer:
+            raise Refusal(404, error_body(404))
+        except Refusal as answer:
             return answer.status, answer.body, answer.headers
 
-    def _take_fault(self, method: str, rel: str) -> _Fault | None:
+    def _take_fault(self, method: str, rel: str) -> Fault | None:
         for fault in self._faults:
             if fault.method in ("*", method) and fault.pattern.search(rel):
                 fault.times -= 1
@@ -524,7 +373,7 @@ class FakeGitHub(LoopbackServer):
                 return fault
         return None
 
-    def _take_hook(self, method: str, rel: str) -> _Hook | None:
+    def _take_hook(self, method: str, rel: str) -> Hook | None:
         for hook in self._hooks:
             if hook.method in ("*", method) and hook.pattern.search(rel):
                 self._hooks.remove(hook)
@@ -533,41 +382,41 @@ class FakeGitHub(LoopbackServer):
 
     def _authenticate(self, headers: dict[str, str]) -> None:
         if not headers.get("user-agent"):
-            raise _Answer(
+            raise Refusal(
                 403,
                 error_body(403, "Request forbidden by administrative rules. Please make sure your request has a "
                                 "User-Agent header"),
             )
         auth = headers.get("authorization", "")
         if not auth:
-            raise _Answer(401, error_body(401, "Requires authentication"))
+            raise Refusal(401, error_body(401, "Requires authentication"))
         scheme, _, credential = auth.partition(" ")
         if scheme.lower() not in ("token", "bearer") or credential.strip() != self.token:
-            raise _Answer(401, error_body(401, "Bad credentials"))
+            raise Refusal(401, error_body(401, "Bad credentials"))
 
     def _authorize(self, needs: list[dict[str, str]]) -> None:
         def granted(need: dict[str, str]) -> bool:
             return all(
-                _LEVELS.get(self.permissions.get(k, "read" if k == "metadata" else "none"), 0) >= _LEVELS[v]
+                LEVELS.get(self.permissions.get(k, "read" if k == "metadata" else "none"), 0) >= LEVELS[v]
                 for k, v in need.items()
             )
 
         if not any(granted(need) for need in needs):
-            raise _Answer(
+            raise Refusal(
                 403,
                 error_body(403, "Resource not accessible by integration"),
-                {"X-Accepted-GitHub-Permissions": _accepted_header(needs)},
+                {"X-Accepted-GitHub-Permissions": accepted_header(needs)},
             )
 
     # -- routes (called with the lock held) -------------------------------------------------------------
 
-    def _get_repo(self, repo: _Repo, _n: int | None, _q: dict[str, str], _p: Any) -> tuple[int, Any, dict[str, str]]:
+    def _get_repo(self, repo: Repo, _n: int | None, _q: dict[str, str], _p: Any) -> tuple[int, Any, dict[str, str]]:
         return 200, self._repo_json(repo), {}
 
-    def _list_pulls(self, repo: _Repo, _n: int | None, q: dict[str, str], _p: Any) -> tuple[int, Any, dict[str, str]]:
+    def _list_pulls(self, repo: Repo, _n: int | None, q: dict[str, str], _p: Any) -> tuple[int, Any, dict[str, str]]:
         state = q.get("state", "open")
         if state not in ("open", "closed", "all"):
-            raise _validation_failed({"resource": "PullRequest", "field": "state", "code": "invalid"})
+            raise validation_failed({"resource": "PullRequest", "field": "state", "code": "invalid"})
         pulls = [p for p in repo.pulls.values() if state == "all" or p["state"] == state]
         head = q.get("head", "")
         if ":" in head:  # GitHub ignores a head filter that is not "owner:branch"
@@ -582,67 +431,67 @@ class FakeGitHub(LoopbackServer):
         items = [self._pull_json(repo, p) for p in pulls]
         return self._paginate(f"/repos/{repo.full_name}/pulls", q, items)
 
-    def _create_pull(self, repo: _Repo, _n: int | None, _q: dict[str, str], p: Any) -> tuple[int, Any, dict[str, str]]:
-        payload = _check_payload(p, _CREATE_PULL_FIELDS, required=("head", "base"))
+    def _create_pull(self, repo: Repo, _n: int | None, _q: dict[str, str], p: Any) -> tuple[int, Any, dict[str, str]]:
+        payload = check_payload(p, CREATE_PULL_FIELDS, required=("head", "base"))
         if "issue" in payload:
-            raise _invalid('"issue" is not supported by this fake; send "title" instead.')
+            raise invalid('"issue" is not supported by this fake; send "title" instead.')
         if "title" not in payload:
-            raise _invalid('"title" wasn\'t supplied.')
+            raise invalid('"title" wasn\'t supplied.')
         if not self.actions_can_create_prs and self.login == "github-actions[bot]":
-            raise _Answer(403, error_body(403, "GitHub Actions is not permitted to create or approve pull requests."))
+            raise Refusal(403, error_body(403, "GitHub Actions is not permitted to create or approve pull requests."))
         title, body = payload["title"], payload.get("body", "")
         if not title.strip():
-            raise _validation_failed({"resource": "PullRequest", "code": "missing_field", "field": "title"})
+            raise validation_failed({"resource": "PullRequest", "code": "missing_field", "field": "title"})
         self._check_body(body)
         head_owner, _, head_ref = payload["head"].rpartition(":")
         if head_owner and head_owner.lower() != repo.owner.lower():
-            raise _validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
+            raise validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
         base_ref = payload["base"]
         base_sha = branch_sha(repo.git_dir, base_ref)
         if base_sha is None:
-            raise _validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
+            raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
         head_sha = branch_sha(repo.git_dir, head_ref)
         if head_sha is None:
-            raise _validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
+            raise validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
         if self._open_pull(repo, head_ref, base_ref) is not None:
-            raise _validation_failed(
+            raise validation_failed(
                 {
                     "resource": "PullRequest",
                     "code": "custom",
                     "message": f"A pull request already exists for {repo.owner}:{head_ref}.",
                 }
             )
-        if _is_ancestor(repo.git_dir, head_sha, base_sha):
+        if is_ancestor(repo.git_dir, head_sha, base_sha):
             message = f"No commits between {base_ref} and {head_ref}"
-            raise _validation_failed({"resource": "PullRequest", "code": "custom", "message": message})
+            raise validation_failed({"resource": "PullRequest", "code": "custom", "message": message})
         draft = payload.get("draft", False)
         if draft and not repo.drafts:
-            raise _Answer(422, error_body(422, "Draft pull requests are not supported in this repository."))
+            raise Refusal(422, error_body(422, "Draft pull requests are not supported in this repository."))
         pull = self._new_pull(repo, head_ref, base_ref, head_sha, base_sha, title, body, self.login, draft)
         pull["maintainer_can_modify"] = payload.get("maintainer_can_modify", False)
         rendered = self._pull_json(repo, pull)
         return 201, rendered, {"Location": rendered["url"]}
 
-    def _get_pull(self, repo: _Repo, n: int | None, _q: dict[str, str], _p: Any) -> tuple[int, Any, dict[str, str]]:
+    def _get_pull(self, repo: Repo, n: int | None, _q: dict[str, str], _p: Any) -> tuple[int, Any, dict[str, str]]:
         return 200, self._pull_json(repo, self._find_pull(repo, n)), {}
 
-    def _update_pull(self, repo: _Repo, n: int | None, _q: dict[str, str], p: Any) -> tuple[int, Any, dict[str, str]]:
+    def _update_pull(self, repo: Repo, n: int | None, _q: dict[str, str], p: Any) -> tuple[int, Any, dict[str, str]]:
         pull = self._find_pull(repo, n)
-        payload = _check_payload(p, _UPDATE_PULL_FIELDS)
+        payload = check_payload(p, UPDATE_PULL_FIELDS)
         if "title" in payload and not payload["title"].strip():
-            raise _validation_failed({"resource": "PullRequest", "code": "missing_field", "field": "title"})
+            raise validation_failed({"resource": "PullRequest", "code": "missing_field", "field": "title"})
         if "body" in payload:
             self._check_body(payload["body"])
         state = payload.get("state", pull["state"])
         if state not in ("open", "closed"):
-            raise _validation_failed({"resource": "PullRequest", "field": "state", "code": "invalid"})
+            raise validation_failed({"resource": "PullRequest", "field": "state", "code": "invalid"})
         base_ref = payload.get("base", pull["base_ref"])
         if "base" in payload and branch_sha(repo.git_dir, base_ref) is None:
-            raise _validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
+            raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
         if state == "open" and pull["state"] == "closed":
             other = self._open_pull(repo, pull["head_ref"], base_ref)
             if other is not None:
-                raise _validation_failed(
+                raise validation_failed(
                     {
                         "resource": "PullRequest",
                         "code": "custom",
@@ -660,20 +509,20 @@ class FakeGitHub(LoopbackServer):
         return 200, self._pull_json(repo, pull), {}
 
     def _list_comments(
-        self, repo: _Repo, n: int | None, q: dict[str, str], _p: Any
+        self, repo: Repo, n: int | None, q: dict[str, str], _p: Any
     ) -> tuple[int, Any, dict[str, str]]:
         self._find_pull(repo, n)
         items = [dict(c) for c in repo.comments.get(n or 0, [])]
         return self._paginate(f"/repos/{repo.full_name}/issues/{n}/comments", q, items)
 
     def _create_comment(
-        self, repo: _Repo, n: int | None, _q: dict[str, str], p: Any
+        self, repo: Repo, n: int | None, _q: dict[str, str], p: Any
     ) -> tuple[int, Any, dict[str, str]]:
         pull = self._find_pull(repo, n)
-        payload = _check_payload(p, {"body": str}, required=("body",))
+        payload = check_payload(p, {"body": str}, required=("body",))
         text = payload["body"]
         if not text.strip():
-            raise _validation_failed({"resource": "IssueComment", "code": "missing_field", "field": "body"})
+            raise validation_failed({"resource": "IssueComment", "code": "missing_field", "field": "body"})
         self._check_body(text, resource="IssueComment")
         comment_id = self._id()
         now = self._now()
@@ -695,31 +544,31 @@ class FakeGitHub(LoopbackServer):
         return 201, dict(comment), {"Location": comment["url"]}
 
     def _list_issue_labels(
-        self, repo: _Repo, n: int | None, q: dict[str, str], _p: Any
+        self, repo: Repo, n: int | None, q: dict[str, str], _p: Any
     ) -> tuple[int, Any, dict[str, str]]:
         pull = self._find_pull(repo, n)
         items = [dict(repo.labels[name.lower()]) for name in pull["labels"]]
         return self._paginate(f"/repos/{repo.full_name}/issues/{n}/labels", q, items)
 
-    def _add_labels(self, repo: _Repo, n: int | None, _q: dict[str, str], p: Any) -> tuple[int, Any, dict[str, str]]:
+    def _add_labels(self, repo: Repo, n: int | None, _q: dict[str, str], p: Any) -> tuple[int, Any, dict[str, str]]:
         """Accepts every form GitHub documents: {"labels": [...]}, a bare array, a single string; each label
         a name or {"name": ...}. Missing labels are created in the repository, as GitHub does."""
         pull = self._find_pull(repo, n)
         raw: Any = p
         if isinstance(p, dict):
-            raw = _check_payload(p, {"labels": list}, required=("labels",))["labels"]
+            raw = check_payload(p, {"labels": list}, required=("labels",))["labels"]
         elif isinstance(p, str):
             raw = [p]
         if not isinstance(raw, list):
-            raise _invalid(f"For 'links/0/schema', {json.dumps(p)} is not an array.")
+            raise invalid(f"For 'links/0/schema', {json.dumps(p)} is not an array.")
         names: list[str] = []
         for item in raw:
             if isinstance(item, dict):
-                item = _check_payload(item, {"name": str}, required=("name",))["name"]
+                item = check_payload(item, {"name": str}, required=("name",))["name"]
             if not isinstance(item, str):
-                raise _invalid(f"For 'items', {json.dumps(item)} is not a string.")
+                raise invalid(f"For 'items', {json.dumps(item)} is not a string.")
             if not item.strip() or len(item) > 50:
-                raise _validation_failed({"resource": "Label", "field": "name", "code": "invalid"})
+                raise validation_failed({"resource": "Label", "field": "name", "code": "invalid"})
             names.append(item)
         if not raw:
             pull["labels"] = []
@@ -729,26 +578,26 @@ class FakeGitHub(LoopbackServer):
         return 200, [dict(repo.labels[name.lower()]) for name in pull["labels"]], {}
 
     def _list_repo_labels(
-        self, repo: _Repo, _n: int | None, q: dict[str, str], _p: Any
+        self, repo: Repo, _n: int | None, q: dict[str, str], _p: Any
     ) -> tuple[int, Any, dict[str, str]]:
         items = [dict(label) for label in repo.labels.values()]
         return self._paginate(f"/repos/{repo.full_name}/labels", q, items)
 
     # -- state helpers (lock held) -----------------------------------------------------------------------
 
-    def _repo(self, full_name: str) -> _Repo:
+    def _repo(self, full_name: str) -> Repo:
         repo = self._repos.get(full_name.lower())
         if repo is None:
             raise KeyError(f"no repository {full_name!r}; call add_repo first")
         return repo
 
-    def _find_pull(self, repo: _Repo, number: int | None) -> dict[str, Any]:
+    def _find_pull(self, repo: Repo, number: int | None) -> dict[str, Any]:
         pull = repo.pulls.get(number or 0)
         if pull is None:
-            raise _Answer(404, error_body(404))
+            raise Refusal(404, error_body(404))
         return pull
 
-    def _open_pull(self, repo: _Repo, head_ref: str, base_ref: str) -> dict[str, Any] | None:
+    def _open_pull(self, repo: Repo, head_ref: str, base_ref: str) -> dict[str, Any] | None:
         for pull in repo.pulls.values():
             if pull["state"] == "open" and pull["head_ref"] == head_ref and pull["base_ref"] == base_ref:
                 return pull
@@ -756,7 +605,7 @@ class FakeGitHub(LoopbackServer):
 
     def _check_body(self, body: str, resource: str = "Issue") -> None:
         if len(body) > MAX_BODY:
-            raise _validation_failed(
+            raise validation_failed(
                 {
                     "resource": resource,
                     "code": "custom",
@@ -767,7 +616,7 @@ class FakeGitHub(LoopbackServer):
 
     def _new_pull(
         self,
-        repo: _Repo,
+        repo: Repo,
         head_ref: str,
         base_ref: str,
         head_sha: str,
@@ -801,7 +650,7 @@ class FakeGitHub(LoopbackServer):
         repo.pulls[number] = pull
         return pull
 
-    def _attach_label(self, repo: _Repo, pull: dict[str, Any], name: str) -> None:
+    def _attach_label(self, repo: Repo, pull: dict[str, Any], name: str) -> None:
         label = repo.labels.get(name.lower())
         if label is None:
             label_id = self._id()
@@ -831,7 +680,7 @@ class FakeGitHub(LoopbackServer):
             per_page = min(max(int(q.get("per_page", 30)), 1), 100)
             page = max(int(q.get("page", 1)), 1)
         except ValueError:
-            raise _invalid("per_page and page must be integers.") from None
+            raise invalid("per_page and page must be integers.") from None
         last = max(1, -(-len(items) // per_page))
         chunk = items[(page - 1) * per_page : page * per_page]
         links = []
@@ -850,15 +699,15 @@ class FakeGitHub(LoopbackServer):
     def _user_json(self, login: str) -> dict[str, Any]:
         return {
             "login": login,
-            "id": _stable_id(login),
-            "node_id": f"U_fake{_stable_id(login)}",
+            "id": stable_id(login),
+            "node_id": f"U_fake{stable_id(login)}",
             "type": "Bot" if login.endswith("[bot]") else "User",
             "url": f"{self.url}/users/{login}",
             "html_url": f"{self.web_url}/{login}",
             "site_admin": False,
         }
 
-    def _repo_json(self, repo: _Repo) -> dict[str, Any]:
+    def _repo_json(self, repo: Repo) -> dict[str, Any]:
         return {
             "id": repo.id,
             "node_id": f"R_fake{repo.id}",
@@ -876,7 +725,7 @@ class FakeGitHub(LoopbackServer):
             "disabled": False,
         }
 
-    def _pull_json(self, repo: _Repo, pull: dict[str, Any]) -> dict[str, Any]:
+    def _pull_json(self, repo: Repo, pull: dict[str, Any]) -> dict[str, Any]:
         """A pull request as `GET /pulls/{n}` renders it; an open one's head follows its branch, as on GitHub."""
         if pull["state"] == "open":
             pull["head_sha"] = branch_sha(repo.git_dir, pull["head_ref"]) or pull["head_sha"]
