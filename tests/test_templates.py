@@ -165,7 +165,7 @@ def test_an_undefined_variable_in_an_untaken_branch_is_fine() -> None:
     [
         ("{{ items.append(4) }}", "sandbox"),  # would change the instance's inputs for the next render
         ("{{ doc.update({'x': 1}) }}", "sandbox"),
-        ("{{ ''.__class__ }}", "sandbox"),  # built at render time, so the parse-time check cannot see it
+        ("{{ ''.__class__ }}", "sandbox"),  # refused by render itself, not only by the parse check
         ("{{ doc._private_method() }}", "attribute"),  # a dict's `_x` is a key lookup, and there is none
     ],
 )
