@@ -286,7 +286,9 @@ class RunDir:
                      and event["seq"] >= keep_below)
             if not stale:
                 kept.append(line if line.endswith("\n") else line + "\n")
-        if len(kept) != len(lines):
+        # A kill can also cut an append just before its newline: that last line is whole JSON and is kept,
+        # but it must get its newline back, or the resume's first event would be glued onto it.
+        if len(kept) != len(lines) or (lines and not lines[-1].endswith("\n")):
             write_atomic(self.events_file, "".join(kept))
 
     def append_events(self, events: list[dict[str, Any]]) -> None:

@@ -176,6 +176,22 @@ def test_half_a_line_from_a_kill_mid_append_is_dropped_on_resume(tmp_path: Path)
     assert [e["event"] for e in events_of(resumed)] == ["val", "proposal"]
 
 
+def test_a_last_line_that_lost_only_its_newline_does_not_swallow_the_next_event(tmp_path: Path) -> None:
+    """A kill (or a full disk) can cut an append exactly before its newline: the line is whole JSON and is
+    kept, and the resume's first event must start a line of its own, not be glued to it."""
+    run = make_run(tmp_path)
+    run.load_state("route")
+    run.save(seed_state(), [{"event": "val", "task": "route", "candidate": 0}])
+    with run.events_file.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"event": "error", "task": "route", "message": "disk full"}))  # no newline
+    run.unlock()
+    resumed = RunDir.open(tmp_path, run.run_id)
+    resumed.load_state("route")
+    resumed.drop_replayed_events("route")
+    resumed.save(seed_state(), [{"event": "proposal", "task": "route"}])
+    assert [e["event"] for e in events_of(resumed)] == ["val", "error", "proposal"]
+
+
 def test_a_checkpoint_saved_for_a_failed_round_does_not_cover_its_events(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     run.load_state("route")
