@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes.mounts import read_only
 
 from gepa_action.cache import CacheFull, ResponseCache, cache_key
 from gepa_action.errors import RunError
@@ -171,24 +172,23 @@ def test_a_closed_cache_says_so(tmp_path: Path) -> None:
 # -- read-only and full disks --------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
-def test_a_read_only_folder_is_one_line_naming_it(tmp_path: Path) -> None:
-    folder = tmp_path / "ro"
+@pytest.mark.parametrize("existing", [True, False], ids=["existing-cache", "new-cache"])
+def test_a_read_only_folder_is_one_line_naming_it_and_the_cache_is_kept(tmp_path: Path, existing: bool) -> None:
+    """A read-only checkout (a locked-down runner, a mounted volume): the way out is --no-cache."""
+    folder = tmp_path / ".gepa"
     folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        with pytest.raises(RunError) as caught:
-            ResponseCache(folder / "cache.sqlite3")
-    finally:
-        folder.chmod(0o755)
-    assert f"make {folder} writable or run with --no-cache" in str(caught.value)
-
-
-def test_a_cache_on_a_read_only_file_system_is_one_line(tmp_path: Path) -> None:
-    """/proc is read-only for everyone, root included: the open must fail with the way out, not a traceback."""
-    with pytest.raises(RunError) as caught:
-        ResponseCache(Path("/proc/gepa-cache-test/cache.sqlite3"))
-    assert "--no-cache" in str(caught.value) and "\n" not in str(caught.value)
+    if existing:
+        with ResponseCache(folder / "cache.sqlite3") as cache:
+            cache.put(key(), ANSWER)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with read_only(folder), pytest.raises(RunError) as caught:
+        ResponseCache(folder / "cache.sqlite3")
+    message = str(caught.value)
+    assert f"make {folder} writable or run with --no-cache" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    if existing:
+        with ResponseCache(folder / "cache.sqlite3") as cache:  # writable again: nothing was lost
+            assert cache.get(key()) == ANSWER
 
 
 def test_a_full_disk_is_cache_full_and_what_was_stored_survives(tmp_path: Path) -> None:

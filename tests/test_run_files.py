@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from fakes import rule_task
+from fakes.mounts import read_only
 from fakes.openai_server import FakeOpenAI
 
 from gepa_action import runs
@@ -172,24 +173,6 @@ def test_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path, sim: FakeOpenAI
 
 
 # -- read-only and full disks ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """`path` as a read-only bind mount (root can write through chmod 555, not through a ro mount)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to make a read-only bind mount; as non-root, chmod would be enough but the "
-                    "suite runs as root in CI")
-    mounted = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
-    try:
-        ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], capture_output=True)
-        if ro.returncode != 0:
-            pytest.skip(f"cannot remount read-only here: {ro.stderr.decode().strip()}")
-        yield
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
 
 
 def test_a_read_only_gepa_folder_is_one_line_naming_it(tmp_path: Path, sim: FakeOpenAI) -> None:
