@@ -30,8 +30,8 @@ Besides the checks it prints, per side, how many of the rules revealed by the tr
 prompt states, against the ceiling (the test score of a prompt stating all of them): val ties between
 candidates are common here, and which tied candidate is kept decides the test score.
 
-bench/.venv-ref (gepa from bench/requirements-reference.txt) is created on first use. Five seeds take
-about three minutes.
+bench/.venv-ref (gepa from bench/requirements-reference.txt) is created on first use; the table the script
+prints gives each seed's wall time.
 """
 
 from __future__ import annotations

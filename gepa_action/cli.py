@@ -494,8 +494,8 @@ def _short(text: str, width: int = 30) -> str:
 def entry() -> None:
     """Console-script entry point: run the CLI, flush, and leave without the interpreter's teardown.
 
-    Once the openai SDK is loaded, Python spends ~0.4 s at exit tearing down its thousands of classes,
-    which is a third of a small eval's wall time. Everything we own is closed by then (the cache is
+    Once the openai SDK is loaded, Python spends a noticeable part of a small eval's wall time at exit
+    tearing down its thousands of classes. Everything we own is closed by then (the cache is
     closed by the commands; SQLite commits on every write), so skipping it loses nothing. Tests drive
     `main` in-process through CliRunner instead, where exiting this way would be wrong.
     """

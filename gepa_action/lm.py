@@ -3,7 +3,7 @@
 Everything above this module asks for `await client.complete(model, messages)` and gets a `Completion`
 back, or an `LMError` whose one line says what failed where. What it hides, and why:
 
-* The openai SDK is imported lazily, on the first cache miss: importing it costs most of a second, and a
+* The openai SDK is imported lazily, on the first cache miss: importing it is slow, and a
   fully cached re-run (a resume, a report, CI replaying a run) should not pay for a client it never uses.
 * The SDK's own retries are off (`max_retries=0`): we retry ourselves so that a wait does not hold a
   concurrency slot, a 429 can slow the whole client down, and every retry is counted in `Usage`.
@@ -261,7 +261,7 @@ class AdaptiveLimiter:
 
 def _import_openai() -> ModuleType:
     """Import the SDK with the cyclic GC paused: it defines thousands of pydantic classes, and the
-    collector's passes over them during the import cost ~0.2 s. Freezing afterwards keeps later
+    collector's passes over them during the import are a good part of its cost. Freezing afterwards keeps later
     collections from rescanning those long-lived objects."""
     enabled = gc.isenabled()
     gc.disable()
@@ -527,7 +527,7 @@ class LMClient:
             failure: _Failure | None = None
             try:
                 # The SDK's generic `post` (its documented way to send any request) skips the typed
-                # parameter transform and the response models: ~3 ms of CPU per call saved on the
+                # parameter transform and the response models: CPU saved on every call on the
                 # hot path of tuning, with the same auth, timeouts and error types.
                 reply = await client.post(
                     "/chat/completions",

@@ -93,7 +93,7 @@ MODELS: dict[str, LocalModel] = {m.name: m for m in (QWEN_05B, QWEN_15B)}
 
 #: Which bundled model plays which role. As a reflection model the 0.5B mostly echoes the prompt or runs
 #: into the token cap (0 usable proposals in 6 on the example task); the 1.5B writes usable ones. As the task
-#: model the 0.5B answers twice as fast (0.8 s vs 1.5 s a ticket here) and still moves with the prompt
+#: model the 0.5B answers about twice as fast (`bench/local_speed.py` measures it) and still moves with the prompt
 #: (2/48 -> 14/48 correct once the labels are listed; the 1.5B: 4/48 -> 23/48). The judge grades free
 #: text against a rubric: the larger model.
 TASK_MODEL = QWEN_05B
@@ -101,8 +101,8 @@ REFLECTION_MODEL = QWEN_15B
 JUDGE_MODEL = QWEN_15B
 
 #: A reflection reply from the 1.5B model is a diagnosis plus a template: 94-453 tokens in 40 replies on the
-#: example task, written at ~14 tokens/s on 2 cores after 600-1300 prompt tokens at ~50/s, so 20-45 s a call.
-#: The cap bounds the worst case near 40 s of writing; a reply cut off by it is rejected without a metric call.
+#: example task. On a CPU each of those tokens is slow to write (`bench/local_speed.py` measures the rate), so
+#: the cap bounds the worst-case call; a reply cut off by it is rejected without a metric call.
 LOCAL_REFLECTION_MAX_TOKENS = 512
 #: A local server answers one request at a time, so queued requests wait: give them room.
 LOCAL_TIMEOUT = 600.0

@@ -4,7 +4,7 @@ The gate scores against the fake OpenAI server over real HTTP. The last tests dr
 in throw-away git repositories: with the hook definitions of `.pre-commit-hooks.yaml` run as local
 `language: system` hooks (a real `git commit` and `git push` through installed git hooks), and once as
 the installable `language: python` hook that users get, pip-installed by pre-commit into its own
-virtualenv. That environment is cached across test runs (see `hook_env_cache`): ~30 s to build, ~1 s after.
+virtualenv. That environment is cached across test runs (see `hook_env_cache`): slow to build, quick after.
 """
 
 from __future__ import annotations
@@ -372,7 +372,7 @@ def test_git_commit_and_push_run_the_hooks(tmp_path, openai_server):
 def hook_env_cache() -> Path:
     """Where pre-commit keeps the hook's virtualenv between test runs (and across clones of this repo).
 
-    Building it pip-installs the package and its dependencies (~30 s); it is rebuilt only when the
+    Building it pip-installs the package and its dependencies (the slow part); it is rebuilt only when the
     package's files change. Override with GEPA_TEST_CACHE.
     """
     base = os.environ.get("GEPA_TEST_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

@@ -120,6 +120,6 @@ def test_three_hundred_instances_ten_thousand_resamples_is_fast() -> None:
     ci = paired_bootstrap_ci(before, after, resamples=10000)
     elapsed = time.perf_counter() - start
     assert ci.low > 0
-    assert elapsed < 2.5, f"bootstrap took {elapsed:.2f} s"  # about 0.3-0.45 s here; slack for busy CI
+    assert elapsed < 2.5, f"bootstrap took {elapsed:.2f} s"  # a loose ceiling, with slack for a busy CI machine
 
 

@@ -165,7 +165,7 @@ class Engine:
     def _finish(self, stop: Stop) -> None:
         self.state.finished = True
         self.state.stop = stop
-        # The one-time import of the openai SDK (about 1.5 s) is start-up, not search: it is left out here
+        # The one-time import of the openai SDK (a large share of a short run) is start-up, not search: left out here
         # (and stays in `wall_s`), as the reference's bench timing leaves out its own imports.
         imported = float(getattr(self._raw_lm, "sdk_import_s", 0.0)) - self._sdk_import_before
         self.state.search_wall_s = round(self.wall_used - imported, 3)
