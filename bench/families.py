@@ -1,12 +1,12 @@
 """Simulated task families for the tuning suite (bench/suite.py): worlds with different dynamics.
 
 Every family is a world of hidden keyword rules (a ticket that mentions "refund" is billing, ...) served
-over the OpenAI protocol by tests/fake_openai.py. A task model labels a ticket right only when its
+over the OpenAI protocol by tests/fakes/openai_server.py. A task model labels a ticket right only when its
 prompt states the rule for the ticket's keyword; a reflection model reads the rules off the notes that
 the `exact` metric appends to the feedback of wrong answers. What differs between families is what
 makes tuning hard, so a tuner that wins only one kind of world shows up in the table:
 
-* `rule_task` — tests/rule_task.py as it is: 12 rules, a reflection that learns every rule it is shown
+* `rule_task` — tests/fakes/rule_task.py as it is: 12 rules, a reflection that learns every rule it is shown
   but rewrites from scratch one time in four.
 * `zipf_capacity` — 16 rules with Zipf frequencies; the task model reads only the first 10 rules of a
   prompt and the reflection inserts what it learns at the top, so a prompt has to choose which rules to
@@ -92,7 +92,7 @@ class World:
     p_slip: float = 0.0  # the task model answers wrong although its prompt states the rule
     p_guess: float = 0.0  # ... answers right without the rule
     pipeline: bool = False
-    legacy: bool = False  # tests/rule_task.py as it is (its own instances, split and reflection)
+    legacy: bool = False  # tests/fakes/rule_task.py as it is (its own instances, split and reflection)
 
     # -- instances -----------------------------------------------------------------------------------
 

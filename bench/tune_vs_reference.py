@@ -1,7 +1,7 @@
 """Benchmark: `gepa-tune tune` against the reference `gepa` package (0.1.4) on the same simulated task.
 
-The task is tests/rule_task.py: support tickets routed by 12 hidden keyword rules (48 instances, split
-train/val/test by gepa-tune's hash split), served by tests/fake_openai.py on 127.0.0.1 with a task model
+The task is tests/fakes/rule_task.py: support tickets routed by 12 hidden keyword rules (48 instances, split
+train/val/test by gepa-tune's hash split), served by tests/fakes/openai_server.py on 127.0.0.1 with a task model
 that answers in 100 ms and a reflection model that answers in 300 ms. A prompt scores only as well as
 the rules it states, and the rules are learned only from the feedback on failing examples, so the
 score reached within a budget of metric calls measures how well a tuner spends them.

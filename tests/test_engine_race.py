@@ -1,5 +1,5 @@
 """Racing children on val and proposing from a child while it is raced: what a user can check in the
-report and the log. The simulated reflection model of tests/rule_task.py rewrites carelessly one time in
+report and the log. The simulated reflection model of tests/fakes/rule_task.py rewrites carelessly one time in
 four, which makes children that beat their parent on a minibatch and lose on val: the race stops those.
 """
 
