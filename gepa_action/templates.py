@@ -79,10 +79,19 @@ def syntax_problem(source: str) -> tuple[str, int | None] | None:
     """
     try:
         tree = _ENV.parse(source)
+        # The parser reads a long chain (`a.b.b.b...`) without recursing, but every walk of the tree
+        # recurses per level: walk it here, where running out of depth is a clear answer, so that
+        # `template_variables` and the checks below never raise RecursionError on a parsed template.
+        meta.find_undeclared_variables(tree)
+        return _unsupported(tree)
     except jinja2.TemplateSyntaxError as exc:
         return exc.message or "syntax error", exc.lineno
     except RecursionError:
         return "the template is nested too deeply", None
+
+
+def _unsupported(tree: jinja2.nodes.Template) -> tuple[str, int | None] | None:
+    """The first construct of a parsed template that can never render in the sandbox (see `syntax_problem`)."""
     for node in tree.find_all((jinja2.nodes.Include, jinja2.nodes.Extends, jinja2.nodes.Import,
                                jinja2.nodes.FromImport)):
         tag = {"Include": "include", "Extends": "extends"}.get(type(node).__name__, "import")

@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from fakes.workspace_factory import make_workspace
 
+from gepa_action.cli import main
 from gepa_action.errors import InputError
 from gepa_action.templates import (
     MAX_TEMPLATE_BYTES,
@@ -19,6 +22,7 @@ from gepa_action.templates import (
     load_template,
     parse_template,
     render,
+    syntax_problem,
     template_variables,
 )
 
@@ -35,6 +39,8 @@ from gepa_action.templates import (
         ("{% for item in items %}{{ item }} of {{ total }}{% endfor %}", {"items", "total"}),  # `item` is local
         ("{% set greeting = 'hi' %}{{ greeting }} {{ name }}", {"name"}),  # assigned in the template
         ("{{ text | truncate(limit) }}", {"text", "limit"}),  # a filter's argument is read too
+        ("{% for i in range(n) %}{{ i }}{% endfor %}", {"n"}),  # Jinja's globals are not inputs
+        ("{% set ns = namespace(k=0) %}{{ ns.k }}{{ dict(a=b) }}", {"b"}),
         ("No variables at all.", set()),
         ("{# {{ hidden }} is a comment #}{{ shown }}", {"shown"}),
     ],
@@ -80,6 +86,37 @@ def test_a_template_that_cannot_be_used_names_the_file_and_line(source: str, lin
     assert needle in message
     assert "\n" not in message, "one line, so CI annotations and terminals show all of it"
     assert caught.value.hint, "every refusal says how to fix it"
+
+
+DEEP_CHAIN = "{{ ticket" + ".text" * 2000 + " }}"  # parses flat, but every walk of the tree recurses per link
+TWO_BLOCKS = "{% block body %}a{% endblock %}\n{% block body %}b{% endblock %}"
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        (DEEP_CHAIN, ("the template is nested too deeply", None)),
+        (TWO_BLOCKS, ("block 'body' defined twice", 2)),
+    ],
+    ids=["deep-attribute-chain", "block-defined-twice"],
+)
+def test_a_template_jinja_parses_but_cannot_compile_is_a_problem_not_a_crash(
+        source: str, problem: tuple[str, int | None]) -> None:
+    """The engine checks a reflection model's proposal with `syntax_problem`: it must answer, not raise
+    (a RecursionError or TemplateAssertionError there used to escape the check)."""
+    assert syntax_problem(source) == problem
+    with pytest.raises(InputError) as caught:
+        parse_template(source, "prompts/user.j2")
+    assert problem[0] in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_check_reports_a_block_defined_twice_as_one_line_exit_2(tmp_path: Path) -> None:
+    make_workspace(tmp_path, {"prompts/user.j2": "Ticket: {{ text }}\n" + TWO_BLOCKS})
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "check"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: prompts/user.j2:3: template syntax error: "
+                                                             "block 'body' defined twice")
 
 
 def test_an_underscore_key_is_not_mistaken_for_a_sandbox_escape() -> None:
