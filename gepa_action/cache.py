@@ -81,7 +81,9 @@ def cache_key(
     if extra:
         payload["extra"] = extra
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # "surrogatepass": a lone surrogate (from an eval file's "\ud800" or an earlier step's answer) still
+    # hashes, to a key of its own; every other text encodes exactly as plain UTF-8 did.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CacheFull(RunError):
@@ -184,6 +186,11 @@ class ResponseCache:
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store `value` under `key`, replacing what was there (two writers of one key wrote the same)."""
         text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (a server sent "\ud800"): SQLite text must be UTF-8,
+                text = json.dumps(value, sort_keys=True)  # and as a JSON escape it round-trips exactly
         with self._lock, self._errors("write"):
             self._connection().execute(
                 "INSERT OR REPLACE INTO responses (key, value, created) VALUES (?, ?, ?)",

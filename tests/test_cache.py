@@ -68,6 +68,15 @@ def test_answers_round_trip_exactly(tmp_path: Path) -> None:
         assert cache.get(key()) == value
 
 
+def test_a_lone_surrogate_in_an_answer_is_stored_and_comes_back_exactly(tmp_path: Path) -> None:
+    """JSON may carry "\\ud800", which is not UTF-8: the store must not crash on it (a crash here lost the
+    answer just paid for) nor change it."""
+    value = {"text": "label \ud800 caf\u00e9", "finish_reason": "stop"}
+    with ResponseCache(tmp_path / "c.sqlite3") as cache:
+        cache.put(key(), value)
+        assert cache.get(key()) == value
+
+
 # -- the key -----------------------------------------------------------------------------------------------
 
 
@@ -100,6 +109,24 @@ def test_everything_that_can_change_the_answer_changes_the_key(change: dict[str,
 )
 def test_what_cannot_change_the_answer_keeps_the_key(change: dict[str, Any]) -> None:
     assert key(**change) == key()
+
+
+def test_the_key_format_is_pinned_so_an_upgrade_keeps_every_cache_warm() -> None:
+    """The canonical JSON of the request, hashed: any change to it silently makes every user's cache cold."""
+    import hashlib
+    import json
+
+    request = {**REQUEST, "messages": [{"role": "user", "content": "caf\u00e9 \u2603"}]}
+    canonical = json.dumps({k: v for k, v in request.items() if k != "sample"}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    assert cache_key(**request) == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def test_a_lone_surrogate_in_a_prompt_still_gets_a_key_of_its_own() -> None:
+    """An eval file's "\\ud800" or an earlier step's odd answer reaches the messages; hashing it must
+    not crash, and must not collide with the same prompt holding U+FFFD."""
+    odd = key(messages=[{"role": "user", "content": "x \ud800"}])
+    assert odd != key(messages=[{"role": "user", "content": "x \ufffd"}]) and odd != key()
 
 
 def test_the_key_is_a_digest_so_no_prompt_text_is_stored_in_it(tmp_path: Path) -> None:
