@@ -26,6 +26,7 @@ import email.utils
 import gc
 import math
 import random
+import re
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -181,6 +182,15 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD. A server may answer `"\\ud800"` (valid JSON, not valid
+    text): passed on, it would crash whatever writes the answer out (cache, checkpoint, report, terminal)."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def secret_list(*values: str | None) -> tuple[str, ...]:
@@ -585,8 +595,8 @@ class LMClient:
             content = choice["message"].get("content")
             usage = reply.get("usage") or {}
             data = {
-                "text": redact(content, self._secrets) if isinstance(content, str) else "",
-                "finish_reason": str(choice.get("finish_reason") or "unknown"),
+                "text": well_formed(redact(content, self._secrets)) if isinstance(content, str) else "",
+                "finish_reason": well_formed(str(choice.get("finish_reason") or "unknown")),
                 # A garbage count (negative, a string) must not buy budget back or crash the accounting.
                 "prompt_tokens": max(0, int(usage.get("prompt_tokens") or 0)),
                 "completion_tokens": max(0, int(usage.get("completion_tokens") or 0)),

@@ -67,6 +67,21 @@ def test_garbage_every_time_fails_after_the_retries_with_one_line_naming_the_end
     assert message.startswith("invalid reply from ") and "after 3 attempts" in message and "garbled" in message
 
 
+def test_an_answer_with_a_lone_surrogate_is_cached_and_written_out_as_text(openai_server, lm_config, tmp_path):
+    """`"\\ud800"` is valid JSON but not text: passed on as it came, it crashed the cache write (and, with
+    --no-cache, the terminal output of `eval`). It arrives as U+FFFD, like any undecodable byte."""
+    openai_server.responder = lambda body: "billing \ud800 \udfff!"
+    openai_server.queue(Reply(body={"choices": [{"message": {"content": "x"}, "finish_reason": "stop\ud83d"}],
+                                    "usage": {}}))
+    with ResponseCache(tmp_path / "c.sqlite3") as cache:
+        odd_reason = ask(client(lm_config(), cache), "first")
+        first = ask(client(lm_config(), cache))
+        again = ask(client(lm_config(), cache))
+    assert odd_reason.finish_reason == "stop\ufffd"
+    assert first.text == again.text == "billing \ufffd \ufffd!" and again.cached and not first.cached
+    assert openai_server.attempts == 2
+
+
 def test_an_echoed_key_and_token_are_redacted_before_the_cache_and_the_caller(openai_server, lm_config, tmp_path):
     openai_server.echo_headers("authorization")
     path = tmp_path / "cache.sqlite3"
