@@ -5,8 +5,10 @@ the outside world:
 
 * `loopback` — the HTTP skeleton both fake servers share (127.0.0.1, an ephemeral port, a serving thread).
 * `openai_server` — a deterministic OpenAI-protocol server (`FakeOpenAI`, `Reply`).
-* `github_server` — a stateful fake of GitHub's REST API backed by real git repositories (`FakeGitHub`).
+* `github_server` — a stateful fake of GitHub's REST API backed by real git repositories (`FakeGitHub`);
+  `github_rules` holds what it checks and how GitHub words a refusal, `github_state` what it records.
 * `git_repos` — real git repositories with a bare origin, for the git and Action tests.
+* `mounts` — a folder made read-only with a bind mount (root ignores chmod).
 * `workspace_factory` — a small gepa-tune workspace written to a temporary directory.
 * `rule_task` — the simulated tuning problem (hidden keyword rules) that tests and benches tune against.
 
