@@ -13,5 +13,5 @@ the outside world:
 * `rule_task` — the simulated tuning problem (hidden keyword rules) that tests and benches tune against.
 
 Import them by module (`from fakes.openai_server import FakeOpenAI`): `tests/` is on `sys.path` under
-pytest, and every bench script puts it there.
+pytest, and the bench scripts that use them put it there.
 """
