@@ -8,12 +8,14 @@ and read-only disks mid-run) are in test_run_files.py.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +68,31 @@ def test_two_runs_drawing_the_same_id_get_two_folders(tmp_path: Path, monkeypatc
     first, second = make_run(tmp_path), make_run(tmp_path)
     assert (first.run_id, second.run_id) == ("20260101-000000-aaaa", "20260101-000000-bbbb")
     assert first.read_meta()["run_id"] != second.read_meta()["run_id"]
+
+
+def _create_run(root: str, barrier: Any, ids: Any) -> None:
+    barrier.wait()
+    run = make_run(Path(root))
+    ids.put(run.run_id)
+    run.unlock()
+
+
+def test_processes_starting_runs_at_the_same_instant_get_a_folder_each(tmp_path: Path) -> None:
+    """Several jobs on one checkout start in the same second: same time prefix, and each must still get a
+    run of its own, with its own record (mkdir is the arbiter, not a check-then-create)."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, ids = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_create_run, args=(str(tmp_path), barrier, ids)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    created = sorted(ids.get(timeout=5) for _ in procs)
+    assert len(set(created)) == 6
+    assert sorted(p.name for p in (tmp_path / RUNS_DIR).iterdir()) == created
+    for run_id in created:
+        assert RunDir.open(tmp_path, run_id).read_meta()["run_id"] == run_id
 
 
 def test_open_finds_the_latest_run_or_the_one_named(tmp_path: Path) -> None:
