@@ -145,9 +145,14 @@ class RunDir:
         if fcntl is None or self._lock_handle is not None:  # pragma: no cover - no flock on this platform
             return
         lock_file = self.path / ".lock"
+        self.check_links(lock_file)  # the lock file is truncated below: through a link, that would be any file
         try:
-            handle = open(lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held open on purpose
+            # O_NOFOLLOW: a link swapped in after the check is refused too (ELOOP), not followed.
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            handle = open(fd, "a+", encoding="utf-8")  # noqa: SIM115 - held open on purpose
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the link swapped in after the check: the same one-line refusal
+                self.check_links(lock_file)
             raise InputError(str(self.path), f"cannot lock the run folder: {exc.strerror or exc}",
                              hint="make .gepa/ writable (or run from a writable copy of the repository)") from None
         try:

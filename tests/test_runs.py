@@ -292,6 +292,35 @@ def test_a_run_folder_reached_through_a_symlink_is_refused(tmp_path: Path) -> No
     assert not (elsewhere / ".lock").exists() and not list(elsewhere.rglob("run.json")), "nothing written there"
 
 
+@pytest.mark.parametrize("raced", [False, True], ids=["link-in-place", "link-swapped-in-after-the-check"])
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raced: bool) -> None:
+    """Taking the lock truncates `.lock` and writes a pid into it: through a link in a copied or edited run
+    folder, a resume would have emptied whatever file the link names."""
+    root = tmp_path / "ws"
+    run = make_run(root)
+    run.unlock()
+    victim = tmp_path / "notes.txt"
+    victim.write_text("precious\n", encoding="utf-8")
+    (run.path / ".lock").unlink()
+    (run.path / ".lock").symlink_to(victim)
+    reopened = RunDir.open(root, run.run_id)
+    if raced:  # the link appears between the check and the open: O_NOFOLLOW still refuses it
+        real_check, checks = reopened.check_links, []
+
+        def check_too_early(*files: Path) -> None:
+            checks.append(files)
+            if len(checks) > 1:
+                real_check(*files)
+
+        monkeypatch.setattr(reopened, "check_links", check_too_early)
+    with pytest.raises(InputError) as caught:
+        reopened.lock()
+    message = str(caught.value)
+    assert message.startswith(str(run.path / ".lock")) and "is a symbolic link" in message and "\n" not in message
+    assert victim.read_text(encoding="utf-8") == "precious\n"
+
+
 # -- atomic writes --------------------------------------------------------------------------------------------
 
 
