@@ -31,7 +31,7 @@ from .evaluate import open_client
 from .lm import Route, check_credentials
 from .local_model import local_routes
 from .paths import write_inside
-from .report import run_report, task_report
+from .report.build import run_report, task_report
 from .report_md import render_report
 from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic, write_json
 from .signals import sigterm_as_interrupt

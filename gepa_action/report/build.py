@@ -10,10 +10,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from .engine.state import EngineState
-from .stats import paired_bootstrap_ci
-from .task import mean
-from .workspace import Task
+from ..engine.state import EngineState
+from ..stats import paired_bootstrap_ci
+from ..task import mean
+from ..workspace import Task
 
 SCHEMA = 1
 
