@@ -24,6 +24,7 @@ from typing import Any
 
 from .lm import format_cost
 from .markdown import code_block, details, inline, plain, table
+from .report.model import as_data
 
 # report_md's helpers are reused (not copied) so report.md and the PR body format numbers, candidates,
 # lineage steps and charts identically; they are module-private there only because nothing else needed them.
@@ -125,6 +126,7 @@ def render_pr_body(report: Mapping[str, Any], *, applied: Collection[str], thres
     when anything was cut. The text always has `github_length(text) <= limit - SAFETY_MARGIN` (so also
     `len(text) <= limit`), whatever the size of the report.
     """
+    report = as_data(report)
     if limit < MIN_LIMIT:
         raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
     return _Body(report, set(applied), threshold, run_url, full_report, limit).fit(limit - SAFETY_MARGIN)
@@ -137,6 +139,7 @@ def render_job_summary(report: Mapping[str, Any], *, applied: Collection[str], t
     Short on purpose (no diffs, no instances): the summary page shows every step's summary in a row, and
     the details are one click away in the PR and in report.md.
     """
+    report = as_data(report)
     applied = set(applied)
     tasks = _tasks(report)
     parts = [f"## gepa-tune run {inline(report.get('run_id') or 'unknown')}", _operation(operation, pr_url, applied)]

@@ -15,6 +15,7 @@ from typing import Any
 
 from .lm import RETRY_KINDS, format_cost, format_retries
 from .markdown import code_block, details, inline, plain, quote, table
+from .report.model import as_data
 from .task import mean
 
 OUTPUT_LIMIT = 60  # characters of a model output shown in an instance table
@@ -123,6 +124,7 @@ def _items(data: Mapping[str, Any], key: str) -> list[Any]:
 
 def render_report(report: Mapping[str, Any]) -> str:
     """`report.json` as Markdown: a short run header, then one section per task."""
+    report = as_data(report)
     parts = [_run_header(report)]
     tasks = [t for t in _items(report, "tasks") if isinstance(t, Mapping)]
     parts += [render_task(task) for task in tasks] or ["No task produced a result."]
@@ -145,6 +147,7 @@ def _run_header(report: Mapping[str, Any]) -> str:
 def render_task(task: Mapping[str, Any]) -> str:
     """One task's section, in the order a reviewer reads it: what, how much better, why it stopped, what
     changed in the templates, which instances moved, how the search got there, and what it cost."""
+    task = as_data(task)
     blocks = [
         _headline(task),
         _scores(task),
@@ -526,6 +529,7 @@ def render_summary_line(task: Mapping[str, Any]) -> str:
 
     Plain text (no Markdown), with control characters removed from names so nothing can drive the terminal.
     """
+    task = as_data(task)
     scores = _section(task, "scores")
     parts = []
     val = _section(scores, "val")

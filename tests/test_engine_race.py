@@ -187,4 +187,4 @@ def test_a_run_interrupted_with_children_waiting_for_val_resumes_to_the_same_end
         return {k: v for k, v in state.items() if k not in ("wall_s", "search_wall_s", "usage")}
 
     assert state_of(resumed.run.path) == state_of(reference.run.path)
-    assert resumed.report["tasks"][0]["scores"] == reference.report["tasks"][0]["scores"]
+    assert resumed.report.tasks[0].scores == reference.report.tasks[0].scores
