@@ -38,8 +38,8 @@ from typing import Any
 
 from .errors import GepaError, InputError
 from .gitops import TRAILER, Git, Identity
-from .markdown import inline
-from .pr_body import MARKER, render_job_summary, render_pr_body
+from .render.pr_body import MARKER, render_job_summary, render_pr_body
+from .render.text import inline
 from .report.model import Report, TaskReport
 from .workspace import Task, Workspace
 

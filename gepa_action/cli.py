@@ -465,8 +465,8 @@ def _write_best(workspace: Any, data: Report) -> None:
 
 def _show_report(workspace: Any, data: Report, path: Path, *, as_json: bool, write: bool,
                  apply_hint: bool = True) -> None:
+    from .render.report_md import render_summary_line
     from .report.model import dumps
-    from .report_md import render_summary_line
 
     if as_json:
         click.echo(dumps(data), nl=False)

@@ -31,9 +31,9 @@ from .evaluate import open_client
 from .lm import Route, check_credentials
 from .local_model import local_routes
 from .paths import write_inside
+from .render.report_md import render_report
 from .report.build import run_report, task_report
 from .report.model import Report, dumps
-from .report_md import render_report
 from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic
 from .signals import sigterm_as_interrupt
 from .workspace import Task, Workspace

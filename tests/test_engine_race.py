@@ -19,8 +19,8 @@ from gepa_action.cli import main
 from gepa_action.engine.evaluation import race_order, stage_ends
 from gepa_action.engine.reasons import Stop, StopReason
 from gepa_action.engine.state import Candidate, EngineState, Pending, TraceRecord
-from gepa_action.pr_body import render_pr_body
-from gepa_action.report_md import render_report
+from gepa_action.render.pr_body import render_pr_body
+from gepa_action.render.report_md import render_report
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .lm import RETRY_KINDS, format_cost, format_retries
-from .markdown import code_block, details, inline, plain, quote, table
-from .report.model import as_data
-from .task import mean
+from ..lm import RETRY_KINDS, format_cost, format_retries
+from ..report.model import as_data
+from ..task import mean
+from .text import code_block, details, inline, plain, quote, table
 
 OUTPUT_LIMIT = 60  # characters of a model output shown in an instance table
 ID_LIMIT = 40

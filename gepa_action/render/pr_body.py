@@ -22,9 +22,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .lm import format_cost
-from .markdown import code_block, details, inline, plain, table
-from .report.model import as_data
+from ..lm import format_cost
+from ..report.model import as_data
 
 # report_md's helpers are reused (not copied) so report.md and the PR body format numbers, candidates,
 # lineage steps and charts identically; they are module-private there only because nothing else needed them.
@@ -46,6 +45,7 @@ from .report_md import (
     score_rows,
     val_scoring_line,
 )
+from .text import code_block, details, inline, plain, table
 
 MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
 GITHUB_LIMIT = 65_536
