@@ -39,11 +39,11 @@ from typing import Any
 from .errors import GepaError, InputError
 from .gitops import TRAILER, Git, Identity
 from .render.pr_body import MARKER, render_job_summary, render_pr_body
-from .render.text import inline
+from .render.text import GITHUB_LIMIT, inline
 from .report.model import Report, TaskReport
 from .workspace import Task, Workspace
 
-PR_BODY_LIMIT = 65_536
+PR_BODY_LIMIT = GITHUB_LIMIT
 FULL_REPORT_PATH = ".gepa-tune/report.md"
 
 

@@ -215,7 +215,8 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
 def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
                  update_baseline: bool, local: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
-    from .evaluate import format_results, run_eval, terminal_progress
+    from .evaluate import run_eval, terminal_progress
+    from .render.terminal import format_results
 
     workspace = obj.load(local=local)
     selected = workspace.select(tasks)
@@ -465,7 +466,7 @@ def _write_best(workspace: Any, data: Report) -> None:
 
 def _show_report(workspace: Any, data: Report, path: Path, *, as_json: bool, write: bool,
                  apply_hint: bool = True) -> None:
-    from .render.report_md import render_summary_line
+    from .render.terminal import quoted, render_summary_line
     from .report.model import dumps
 
     if as_json:
@@ -480,7 +481,7 @@ def _show_report(workspace: Any, data: Report, path: Path, *, as_json: bool, wri
             changed = sorted((r for r in task.instances.test if r.delta != 0), key=lambda r: (r.delta > 0, r.id))
             for row in changed:
                 click.echo(f"  test {row.id}: {row.before:.2f} -> {row.after:.2f}  "
-                           f"{_short(row.output_before)} -> {_short(row.output_after)}")
+                           f"{quoted(row.output_before, 30)} -> {quoted(row.output_after, 30)}")
         rel = workspace.relative(path)
         click.echo(f"report: {rel}/report.md (JSON: {rel}/report.json)")
     if write:
@@ -488,11 +489,6 @@ def _show_report(workspace: Any, data: Report, path: Path, *, as_json: bool, wri
     elif apply_hint and not as_json and any(t.best is not None and t.best.changed_modules for t in data.tasks):
         click.echo(f"templates unchanged in the workspace: apply with `gepa-tune report {path.name} --write`",
                    err=True)
-
-
-def _short(text: str, width: int = 30) -> str:
-    flat = " ".join(str(text).split())
-    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def entry() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from gepa_action.render.report_md import render_report, render_summary_line, render_task
+from gepa_action.render.report_md import render_report, render_task
+from gepa_action.render.terminal import render_summary_line
 from gepa_action.render.text import ZWSP, code_block, details, html_text, inline, plain, quote, table
 
 # GitHub's closing keywords followed by something it treats as an issue reference.

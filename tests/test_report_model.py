@@ -15,7 +15,8 @@ from report_factory import REPORTS, real_report
 from gepa_action.cli import main
 from gepa_action.errors import InputError
 from gepa_action.render.pr_body import render_job_summary, render_pr_body
-from gepa_action.render.report_md import render_report, render_summary_line
+from gepa_action.render.report_md import render_report
+from gepa_action.render.terminal import render_summary_line
 from gepa_action.report.model import SCHEMA_VERSION, Report, dumps, load, loads
 from gepa_action.workspace import find_config, load_workspace
 
