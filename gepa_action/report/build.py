@@ -17,7 +17,6 @@ from ..workspace import Task
 from .model import (
     Best,
     CandidateSummary,
-    ConfidenceInterval,
     Counts,
     EvalSetRef,
     HistoryPoint,
@@ -67,7 +66,7 @@ def _test_scores(state: EngineState) -> tuple[TestScore | None, list[Row], Count
     after = [r.after for r in rows]
     ci = paired_bootstrap_ci(before, after, seed=state.seed)
     scores = TestScore(seed=mean(before), best=mean(after), delta=ci.mean_delta,
-                       ci95=ConfidenceInterval(**ci.to_dict()))
+                       ci95=ci)
     return scores, rows, counts
 
 

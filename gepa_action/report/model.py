@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from ..errors import InputError
+from ..stats import BootstrapCI
 
 SCHEMA = 1  # the shape marker every report.json has carried since the first version
 SCHEMA_VERSION = 1  # raise when the shape changes; readers refuse versions above theirs
@@ -59,18 +60,6 @@ class Models:
 
 
 @dataclass(frozen=True)
-class ConfidenceInterval:
-    """A paired bootstrap interval of the mean per-instance delta (see `stats.paired_bootstrap_ci`)."""
-
-    mean_delta: float
-    low: float
-    high: float
-    n: int
-    resamples: int
-    confidence: float
-
-
-@dataclass(frozen=True)
 class ValScore:
     seed: float
     best: float
@@ -84,7 +73,7 @@ class TestScore:
     seed: float
     best: float
     delta: float
-    ci95: ConfidenceInterval | None
+    ci95: BootstrapCI | None  # the paired bootstrap interval of the mean per-instance delta
 
 
 @dataclass(frozen=True)
