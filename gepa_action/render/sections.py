@@ -1,6 +1,6 @@
 """The parts report.md and the PR body both show, written once so the two always say the same thing.
 
-Input is the report's JSON data (`report.model.as_data`), walked defensively with `part` and `entries`:
+Input is the report's JSON data (`report.model.as_data`), walked defensively with `mapping_at` and `list_at`:
 a section that is missing renders as "n/a" or not at all. Untrusted text goes through `text.py`; the
 Mermaid charts are built from ids, numbers and origins reduced to letters only, so no data text reaches
 Mermaid.
@@ -29,11 +29,13 @@ Row = Mapping[str, Any]
 
 
 def mapping_at(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """`data[key]` when it is an object, else an empty one: a missing part renders as missing, not a crash."""
     value = data.get(key)
     return value if isinstance(value, Mapping) else {}
 
 
 def list_at(data: Mapping[str, Any], key: str) -> list[Any]:
+    """`data[key]` when it is a list, else an empty one."""
     value = data.get(key)
     return list(value) if isinstance(value, (list, tuple)) else []
 
@@ -50,6 +52,7 @@ def cid(value: Any) -> str:
 
 
 def row_delta(row: Row) -> float | None:
+    """The row's change, from `before` and `after` when `delta` itself is missing."""
     delta = as_number(row.get("delta"))
     if delta is None:
         before, after = as_number(row.get("before")), as_number(row.get("after"))
@@ -59,8 +62,8 @@ def row_delta(row: Row) -> float | None:
 
 def word(value: Any) -> str:
     """An origin such as `reflection` reduced to letters and dashes: safe in Markdown and in Mermaid."""
-    word = re.sub(r"[^a-z-]", "", str(value or "").lower())[:20]
-    return word or "other"
+    letters = re.sub(r"[^a-z-]", "", str(value or "").lower())[:20]
+    return letters or "other"
 
 
 def moved_rows(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
