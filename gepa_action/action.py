@@ -38,11 +38,12 @@ from typing import Any
 
 from .errors import GepaError, InputError
 from .gitops import TRAILER, Git, Identity
-from .markdown import inline
-from .pr_body import MARKER, render_job_summary, render_pr_body
+from .render.pr_body import MARKER, render_job_summary, render_pr_body
+from .render.text import GITHUB_LIMIT, inline
+from .report.model import Report, TaskReport
 from .workspace import Task, Workspace
 
-PR_BODY_LIMIT = 65_536
+PR_BODY_LIMIT = GITHUB_LIMIT
 FULL_REPORT_PATH = ".gepa-tune/report.md"
 
 
@@ -75,16 +76,19 @@ class Threshold:
         what = "test delta 95% CI lower bound" if self.kind == "ci" else "mean test delta"
         return f"{what} > {self.bound:g}"
 
-    def verdict(self, task: Mapping[str, Any]) -> tuple[bool, str]:
+    def verdict(self, task: TaskReport) -> tuple[bool, str]:
         """Whether this task's evolved templates go into the PR, and why (shown to the reviewer)."""
-        if not str(task.get("status", "")).startswith("finished"):
-            return False, f"the run did not finish ({task.get('status')})"
-        if not (task.get("best") or {}).get("changed_modules"):
+        blocker = task.blocker()
+        if blocker == "unfinished":
+            return False, f"the run did not finish ({task.status})"
+        if blocker == "seed_best":
             return False, "the seed templates stayed best"
-        test = (task.get("scores") or {}).get("test")
-        if not test:
+        test = task.scores.test
+        if blocker == "no_test" or test is None:
             return False, "no test split to measure the gain on"
-        value = test["ci95"]["low"] if self.kind == "ci" else test["delta"]
+        if self.kind == "ci" and test.ci95 is None:
+            return False, "no confidence interval was computed for the test gain"
+        value = test.ci95.low if self.kind == "ci" and test.ci95 is not None else test.delta
         shown = f"{'CI lower bound' if self.kind == 'ci' else 'test delta'} {value:+.3f}"
         if value > self.bound:
             return True, f"{shown} clears {self.describe()}"
@@ -214,7 +218,7 @@ class ActionFlow:
         result = tune(self.workspace, tasks)
         report, run_path = result.report, Path(result.run.path)
         report_rel = self.workspace.relative(run_path / "report.md")
-        verdicts = {t["task"]: self.options.threshold.verdict(t) for t in report["tasks"]}
+        verdicts = {t.task: self.options.threshold.verdict(t) for t in report.tasks}
         applied = [name for name, (ok, _) in verdicts.items() if ok]
         for name, (ok, why) in verdicts.items():
             self.log(f"{name}: {'apply' if ok else 'keep the seed'}: {why}")
@@ -272,7 +276,7 @@ class ActionFlow:
                    if not c.made_by(self.identity)]
         return remote, foreign
 
-    def _propose(self, report: dict[str, Any], applied: list[str], branch: str, base: str, body: Any,
+    def _propose(self, report: Report, applied: list[str], branch: str, base: str, body: Any,
                  snapshot: dict[str, str], run_path: Path, outcome: ActionResult) -> None:
         prs = self._pull_requests()
         base_tip = self.git.fetch(base)
@@ -288,7 +292,7 @@ class ActionFlow:
             return
         remote, foreign = self._ownership(branch, base_tip)
         if foreign:
-            message = (f"{MARKER}\ngepa-tune found a better prompt (run `{report['run_id']}`) but did not push: "
+            message = (f"{MARKER}\ngepa-tune found a better prompt (run `{report.run_id}`) but did not push: "
                        f"branch `{branch}` has commits it did not make ({', '.join(foreign[:5])}). Merge or "
                        f"close this pull request, or delete the branch, and the next run will propose again.")
             self._tell(pr, message, f"foreign {remote}", outcome,
@@ -340,7 +344,7 @@ class ActionFlow:
                     candidate[path] = old
         return self.git.tree_with(base_tip, candidate) == self.git.tree_of(remote)
 
-    def _withdraw(self, report: dict[str, Any], branch: str, base: str,
+    def _withdraw(self, report: Report, branch: str, base: str,
                   verdicts: dict[str, tuple[bool, str]], outcome: ActionResult) -> None:
         prs = self._pull_requests()
         pr = prs.find_open(branch, base)
@@ -355,7 +359,7 @@ class ActionFlow:
             outcome.messages.append(f"no gain; pull request #{pr.number} has commits by others: left open")
             return
         reasons = "\n".join(f"- `{name}`: {why}" for name, (_, why) in verdicts.items())
-        comment = (f"{MARKER}\nClosing: run `{report['run_id']}` found no gain that clears the threshold "
+        comment = (f"{MARKER}\nClosing: run `{report.run_id}` found no gain that clears the threshold "
                    f"({self.options.threshold.describe()}), so this proposal no longer stands.\n\n{reasons}\n\n"
                    "gepa-tune opens a new pull request when a later run finds one.")
         info = prs.close(pr.number, comment)
@@ -371,15 +375,15 @@ class ActionFlow:
         outcome.messages.append(message)
         outcome.warnings.append(message)
 
-    def _files(self, report: dict[str, Any], applied: list[str], base_tip: str, body: Any,
+    def _files(self, report: Report, applied: list[str], base_tip: str, body: Any,
                run_path: Path) -> dict[str, str]:
         """Repo path -> text for the commit: evolved templates, gepa.lock, and the full report if cut."""
         files: dict[str, str] = {}
-        for task in report["tasks"]:
-            if task["task"] not in applied:
+        for task in report.tasks:
+            if task.task not in applied or task.best is None:
                 continue
-            for module in task["best"]["changed_modules"]:
-                text = task["best"]["templates"][module]
+            for module in task.best.changed_modules:
+                text = task.best.templates[module]
                 path = self.git.path_in_repo(self.workspace.root / module)
                 files[path] = text if text.endswith("\n") else text + "\n"
         lock_path, lock_text = self._lock_text(report, applied, base_tip)
@@ -388,7 +392,7 @@ class ActionFlow:
             files[FULL_REPORT_PATH] = (run_path / "report.md").read_text(encoding="utf-8")
         return files
 
-    def _lock_text(self, report: dict[str, Any], applied: list[str], base_tip: str) -> tuple[str, str]:
+    def _lock_text(self, report: Report, applied: list[str], base_tip: str) -> tuple[str, str]:
         """gepa.lock as on the base branch, with the applied tasks' entries replaced by the evolved scores,
         so the pre-commit gate compares later edits against what this PR brings in."""
         from . import baseline
@@ -397,26 +401,26 @@ class ActionFlow:
         on_base = self.git.show(base_tip, path)
         current = baseline.parse(on_base) if on_base is not None else baseline.Baseline()
         tasks = {t.name: t for t in self.workspace.tasks}
-        entries = {t["task"]: baseline.entry_from_report(tasks[t["task"]], t, run_id=report["run_id"])
-                   for t in report["tasks"] if t["task"] in applied}
+        entries = {t.task: baseline.entry_from_report(tasks[t.task], t, run_id=report.run_id)
+                   for t in report.tasks if t.task in applied}
         return path, baseline.dumps(current.merged(entries))
 
-    def _commit_message(self, report: dict[str, Any], applied: list[str]) -> str:
+    def _commit_message(self, report: Report, applied: list[str]) -> str:
         lines = []
-        for task in report["tasks"]:
-            if task["task"] in applied:
-                test, es = task["scores"]["test"], task["eval_set"]
-                lines.append(f"- {task['task']}: test {test['seed']:.3f} -> {test['best']:.3f} on "
-                             f"{es['name']}@{es['version']} ({', '.join(task['best']['changed_modules'])})")
+        for task in report.tasks:
+            if task.task in applied and task.scores.test is not None and task.best is not None:
+                test, es = task.scores.test, task.eval_set
+                lines.append(f"- {task.task}: test {test.seed:.3f} -> {test.best:.3f} on "
+                             f"{es.name}@{es.version} ({', '.join(task.best.changed_modules)})")
         subject = self.options.commit_message or f"gepa-tune: evolve prompts of {', '.join(applied)}"
         return (f"{subject}\n\n" + "\n".join(lines) + f"\n\nThreshold: {self.options.threshold.describe()}\n\n"
-                f"{TRAILER}: {report['run_id']}\n")
+                f"{TRAILER}: {report.run_id}\n")
 
-    def _title(self, report: dict[str, Any], applied: list[str]) -> str:
+    def _title(self, report: Report, applied: list[str]) -> str:
         parts = []
-        for task in report["tasks"]:
-            if task["task"] in applied:
-                parts.append(f"{task['task']} {task['scores']['test']['delta']:+.2f}")
+        for task in report.tasks:
+            if task.task in applied and task.scores.test is not None:
+                parts.append(f"{task.task} {task.scores.test.delta:+.2f}")
         return f"gepa-tune: evolved prompts ({', '.join(parts)} on test)"
 
 

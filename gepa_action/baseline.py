@@ -33,6 +33,7 @@ from .yamlsrc import Section, parse_yaml
 if TYPE_CHECKING:  # evaluate pulls in the LM client; `check` and `hook check` must stay light
     from .evaluate import TaskResult
     from .lm import Usage
+    from .report.model import TaskReport
     from .workspace import Task, Workspace
 
 LOCK_NAME = "gepa.lock"
@@ -169,30 +170,28 @@ def entry_from_eval(task: Task, val_result: TaskResult, test_result: TaskResult,
     )
 
 
-def entry_from_report(task: Task, task_report: dict[str, Any], *, run_id: str | None = None) -> Entry:
-    """The record of a tuning run's best candidate, from its report.json task dict (`report.task_report`).
+def entry_from_report(task: Task, task_report: TaskReport, *, run_id: str | None = None) -> Entry:
+    """The record of a tuning run's best candidate, from its report (`report.model.TaskReport`).
 
     The best templates come from the report (the workspace may still hold the seed); templates the run
     could not change are hashed from the workspace. Scores are the best candidate's val and test means.
     """
-    best = task_report.get("best") or {}
     texts = {m: task.templates[m].source for m in dict.fromkeys(task.modules)}
-    texts.update(best.get("templates") or {})
-    scores = task_report.get("scores") or {}
-    val = (scores.get("val") or {}).get("best")
-    test = (scores.get("test") or {}).get("best")
-    models = task_report.get("models") or {}
+    if task_report.best is not None:
+        texts.update(task_report.best.templates)
+    scores = task_report.scores
+    models = task_report.models
+    eval_set = {"name": task_report.eval_set.name, "version": task_report.eval_set.version,
+                "sha256": task_report.eval_set.sha256, "path": task_report.eval_set.path}
     return Entry(
         templates={m: template_sha256(text) for m, text in texts.items()},
-        eval_set={**_eval_set(task), **{k: v for k, v in (task_report.get("eval_set") or {}).items()
-                                        if k in EVAL_SET_KEYS}},
-        models={"task": models.get("task", task.model), "reflection": models.get("reflection"),
-                "judge": models.get("judge")},
+        eval_set={**_eval_set(task), **{k: v for k, v in eval_set.items() if k in EVAL_SET_KEYS}},
+        models={"task": models.task, "reflection": models.reflection, "judge": models.judge},
         metric=metric_sha256(task),
-        split_sizes=dict(task_report.get("split_sizes") or _split_sizes(task)),
-        scores={"val": val, "test": test},
-        val_instances={row["id"]: float(row["after"]) for row in task_report.get("instances", [])
-                       if row.get("split") == "val"},
+        split_sizes=dict(task_report.split_sizes or _split_sizes(task)),
+        scores={"val": scores.val.best if scores.val is not None else None,
+                "test": scores.test.best if scores.test is not None else None},
+        val_instances={row.id: float(row.after) for row in task_report.instances.val},
         written_at=utc_now(),
         written_by=f"action run {run_id}" if run_id else "action run",
     )

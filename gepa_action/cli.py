@@ -9,12 +9,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
 from .errors import GepaError, InputError, redact_secrets
+
+if TYPE_CHECKING:
+    from .report.model import Report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -212,7 +215,8 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
 def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
                  update_baseline: bool, local: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
-    from .evaluate import format_results, run_eval, terminal_progress
+    from .evaluate import run_eval, terminal_progress
+    from .render.terminal import format_results
 
     workspace = obj.load(local=local)
     selected = workspace.select(tasks)
@@ -364,6 +368,7 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
 @friendly_errors
 def report(obj: Context, run_id: str, as_json: bool, write: bool) -> None:
     """Re-render a run's report from its checkpoints (RUN_ID defaults to the latest run)."""
+    from .report.model import dumps
     from .runs import RunDir
     from .tune import rerender
 
@@ -371,7 +376,7 @@ def report(obj: Context, run_id: str, as_json: bool, write: bool) -> None:
     run = RunDir.open(workspace.root, run_id)
     data = rerender(workspace, run)
     if as_json:
-        click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+        click.echo(dumps(data), nl=False)
     else:
         click.echo((run.path / "report.md").read_text(encoding="utf-8"))
     if write:
@@ -449,7 +454,7 @@ def hook_eval(obj: Context, files: tuple[Path, ...], tolerance: float | None, st
         sys.exit(code)
 
 
-def _write_best(workspace: Any, data: dict[str, Any]) -> None:
+def _write_best(workspace: Any, data: Report) -> None:
     from .tune import write_templates
 
     written = write_templates(workspace, data)
@@ -459,36 +464,31 @@ def _write_best(workspace: Any, data: dict[str, Any]) -> None:
         click.echo("nothing to write: the seed templates stayed best", err=True)
 
 
-def _show_report(workspace: Any, data: dict[str, Any], path: Path, *, as_json: bool, write: bool,
+def _show_report(workspace: Any, data: Report, path: Path, *, as_json: bool, write: bool,
                  apply_hint: bool = True) -> None:
-    from .report_md import render_summary_line
+    from .render.terminal import quoted, render_summary_line
+    from .report.model import dumps
 
     if as_json:
-        click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+        click.echo(dumps(data), nl=False)
     else:
-        for task in data["tasks"]:
+        for task in data.tasks:
             click.echo(render_summary_line(task))
-            if task.get("stop_reason"):
-                click.echo(f"  stopped: {task['stop_reason']}")
-            diff = (task.get("best") or {}).get("diff")
+            if task.stop_reason:
+                click.echo(f"  stopped: {task.stop_reason}")
+            diff = task.best.diff if task.best is not None else ""
             click.echo(diff.rstrip("\n") if diff else "  no change: the seed templates stayed best")
-            changed = [r for r in task["instances"] if r["split"] == "test" and r["delta"] != 0]
-            changed.sort(key=lambda r: (r["delta"] > 0, r["id"]))
+            changed = sorted((r for r in task.instances.test if r.delta != 0), key=lambda r: (r.delta > 0, r.id))
             for row in changed:
-                click.echo(f"  test {row['id']}: {row['before']:.2f} -> {row['after']:.2f}  "
-                           f"{_short(row['output_before'])} -> {_short(row['output_after'])}")
+                click.echo(f"  test {row.id}: {row.before:.2f} -> {row.after:.2f}  "
+                           f"{quoted(row.output_before, 30)} -> {quoted(row.output_after, 30)}")
         rel = workspace.relative(path)
         click.echo(f"report: {rel}/report.md (JSON: {rel}/report.json)")
     if write:
         _write_best(workspace, data)
-    elif apply_hint and not as_json and any((t.get("best") or {}).get("changed_modules") for t in data["tasks"]):
+    elif apply_hint and not as_json and any(t.best is not None and t.best.changed_modules for t in data.tasks):
         click.echo(f"templates unchanged in the workspace: apply with `gepa-tune report {path.name} --write`",
                    err=True)
-
-
-def _short(text: str, width: int = 30) -> str:
-    flat = " ".join(str(text).split())
-    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def entry() -> None:

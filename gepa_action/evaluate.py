@@ -135,29 +135,3 @@ def terminal_progress(stream: Any = None) -> Callable[[str, int, int], None] | N
         stream.flush()
 
     return show
-
-
-def _cell(text: str, width: int) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def format_results(results: list[TaskResult], usage: Usage) -> str:
-    """The per-instance table and the aggregate, for a person at a terminal."""
-    lines: list[str] = []
-    for result in results:
-        task, es = result.task, result.task.eval_set
-        lines.append(f"{task.name}: {es.name}@{es.version} sha256:{es.sha256[:12]}  split={result.split}  "
-                     f"model={task.model}")
-        id_width = max([len("id"), *(len(t.instance_id) for t in result.traces)])
-        lines.append(f"  {'id':<{id_width}}  {'split':<5}  score  {'output':<24}  feedback")
-        for t in result.traces:
-            flag = " [truncated]" if t.truncated else ""
-            lines.append(f"  {t.instance_id:<{id_width}}  {t.split:<5}  {t.score:5.2f}  "
-                         f"{_cell(t.output, 24):<24}  {_cell(t.feedback, 70)}{flag}")
-        score = result.mean_score
-        shown = "n/a (no instances in this split)" if score is None else f"{score:.3f}"
-        lines.append(f"  mean {shown} over {len(result.traces)} instances")
-        lines.append("")
-    lines.append(f"usage: {usage.summary()}")
-    return "\n".join(lines)

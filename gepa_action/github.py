@@ -44,9 +44,10 @@ from github.PullRequest import PullRequest
 from urllib3 import Retry
 
 from gepa_action.errors import RunError
+from gepa_action.render.text import GITHUB_LIMIT
 
 DEFAULT_API_URL = "https://api.github.com"
-MAX_BODY_CHARS = 65_536  # GitHub rejects longer pull-request bodies and comments with 422
+MAX_BODY_CHARS = GITHUB_LIMIT  # GitHub rejects longer pull-request bodies and comments with 422
 PERMISSIONS_HINT = "the workflow needs `permissions: contents: write` and `pull-requests: write`"
 LABELS_HINT = "labelling a pull request needs `permissions: issues: write` in the workflow"
 ACTIONS_SETTING_HINT = (

@@ -152,13 +152,10 @@ class TaskVerdict:
     lines: list[str] = field(default_factory=list)
 
 
-def _short(text: str, width: int = 40) -> str:
-    flat = " ".join(str(text).split())
-    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
-
-
 def judge(result: TaskResult, entry: Entry, what_changed: list[str], tolerance: float) -> TaskVerdict:
     """Compare a fresh val scoring with the record: FAIL when the mean dropped more than `tolerance`."""
+    from .render.terminal import quoted  # here, not at the top: `hook check` must not load the LM client
+
     name = result.task.name
     now, base = result.mean_score, entry.val_score
     if now is None or base is None:
@@ -173,8 +170,8 @@ def judge(result: TaskResult, entry: Entry, what_changed: list[str], tolerance: 
     regressions = [(t, entry.val_instances[t.instance_id]) for t in result.traces
                    if t.instance_id in entry.val_instances and t.score < entry.val_instances[t.instance_id] - EPSILON]
     for trace, before in regressions[:MAX_REGRESSIONS_SHOWN]:
-        lines.append(f"  regressed {trace.instance_id}: {before:.2f} → {trace.score:.2f}  {_short(trace.output)}"
-                     f"  {_short(trace.feedback, 70)}")
+        lines.append(f"  regressed {trace.instance_id}: {before:.2f} → {trace.score:.2f}  {quoted(trace.output, 40)}"
+                     f"  {quoted(trace.feedback, 70)}")
     if len(regressions) > MAX_REGRESSIONS_SHOWN:
         lines.append(f"  … and {len(regressions) - MAX_REGRESSIONS_SHOWN} more regressed instances")
     return TaskVerdict(name, "fail" if failed else "pass", lines)

@@ -31,9 +31,10 @@ from .evaluate import open_client
 from .lm import Route, check_credentials
 from .local_model import local_routes
 from .paths import write_inside
-from .report import run_report, task_report
-from .report_md import render_report
-from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic, write_json
+from .render.report_md import render_report
+from .report.build import run_report, task_report
+from .report.model import Report, dumps
+from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic
 from .signals import sigterm_as_interrupt
 from .workspace import Task, Workspace
 
@@ -70,7 +71,7 @@ class TaskOutcome:
 @dataclass
 class TuneResult:
     run: RunDir
-    report: dict[str, Any]
+    report: Report
     outcomes: list[TaskOutcome]
     write_error: RunWriteError | None = None  # the report could not be saved (it is still in `report`)
 
@@ -207,7 +208,7 @@ async def _tune_task(workspace: Workspace, run: RunDir, task: Task, options: Tun
 
 
 def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses: dict[str, str],
-                  *, run_status: str | None = None) -> dict[str, Any]:
+                  *, run_status: str | None = None) -> Report:
     """report.json and report.md from the checkpoints on disk. `run_status` None re-renders an ended
     run as it was (its status, times and per-task statuses come from run.json).
 
@@ -237,7 +238,7 @@ def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses
                                         status=known.get(task.name, "interrupted")))
     report = run_report(meta, task_reports)
     try:
-        write_json(run.path / "report.json", report)
+        write_atomic(run.path / "report.json", dumps(report))
         write_atomic(run.path / "report.md", render_report(report))
     except RunWriteError as exc:
         failure = failure or exc
@@ -249,7 +250,7 @@ def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses
 class ReportNotSaved(RunWriteError):
     """The run's report (and maybe its status) could not be written; the report itself is attached."""
 
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
+    def __init__(self, message: str, report: Report) -> None:
         super().__init__(message)
         self.report = report
 
@@ -308,18 +309,19 @@ def _drive(workspace: Workspace, run: RunDir, tasks: list[Task], options: TuneOp
         report = write_reports(workspace, run, tasks, statuses, run_status=status)
     except ReportNotSaved as exc:
         report, write_error = exc.report, exc
-    if failed and not report["tasks"] and all(o.error.exit_code == 2 for o in failed):
+    if failed and not report.tasks and all(o.error.exit_code == 2 for o in failed):
         raise failed[0].error  # nothing ran at all: report the input problem as the error it is
     return TuneResult(run, report, outcomes, write_error)
 
 
-def write_templates(workspace: Workspace, report: dict[str, Any]) -> list[str]:
+def write_templates(workspace: Workspace, report: Report) -> list[str]:
     """Write each task's best templates into the workspace (only files that changed); returns them."""
     written = []
-    for task in report["tasks"]:
-        best = task.get("best") or {}
-        for module in best.get("changed_modules", []):
-            text = best["templates"][module]
+    for task in report.tasks:
+        if task.best is None:
+            continue
+        for module in task.best.changed_modules:
+            text = task.best.templates[module]
             # Confined: a template path that is a symlink out of the repository is refused, not written through.
             write_inside(workspace.root, module, text if text.endswith("\n") else text + "\n", module)
             written.append(module)

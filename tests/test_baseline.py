@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from fakes.report_factory import report_of, task_report
 from fakes.workspace_factory import GEPA_YAML, LABELLED_ROWS, jsonl, keyword_label, make_workspace
 
 from gepa_action import baseline
 from gepa_action.cli import main
+from gepa_action.report.model import Best, EvalSetRef, Instances, Models, Row, Scores, TestScore, ValScore
 from gepa_action.workspace import find_config, load_workspace
 
 KEY = "sk-test-baseline-0123456789"
@@ -199,25 +201,28 @@ def test_entry_from_report_matches_the_templates_written_by_the_tool(workspace):
 
     ws = load_workspace(find_config(workspace))
     task = ws.select(["triage"])[0]
-    report_task = {
-        "task": "triage",
-        "eval_set": {**task.eval_set.ref(), "path": task.eval_set.file},
-        "models": {"task": "test-model", "reflection": "big-model", "judge": None},
-        "split_sizes": {"train": 0, "val": 2, "test": 2},
-        "scores": {"val": {"seed": 0.5, "best": 1.0, "delta": 0.5},
-                   "test": {"seed": 0.5, "best": 0.75, "delta": 0.25}},
-        "instances": [{"id": "a3", "split": "test", "before": 0.0, "after": 1.0},
-                      {"id": "a1", "split": "val", "before": 1.0, "after": 1.0},
-                      {"id": "a2", "split": "val", "before": 0.0, "after": 1.0}],
-        "best": {"templates": {"prompts/system.j2": "Classify the ticket; 'Billing.' means billing."},
-                 "changed_modules": ["prompts/system.j2"]},
-    }
+    def row(iid: str, split: str, before: float, after: float) -> Row:
+        return Row(id=iid, split=split, before=before, after=after, delta=after - before, output_before="",
+                   output_after="")
+
+    report_task = task_report(
+        task="triage",
+        eval_set=EvalSetRef(**task.eval_set.ref(), path=task.eval_set.file),
+        models=Models(task="test-model", reflection="big-model", judge=None),
+        split_sizes={"train": 0, "val": 2, "test": 2},
+        scores=Scores(val=ValScore(seed=0.5, best=1.0, delta=0.5),
+                      test=TestScore(seed=0.5, best=0.75, delta=0.25, ci95=None)),
+        instances=Instances(test=(row("a3", "test", 0.0, 1.0),),
+                            val=(row("a1", "val", 1.0, 1.0), row("a2", "val", 0.0, 1.0))),
+        best=Best(candidate=1, templates={"prompts/system.j2": "Classify the ticket; 'Billing.' means billing."},
+                  changed_modules=["prompts/system.j2"], diff=""),
+    )
     entry = baseline.entry_from_report(task, report_task, run_id="20261125-101500-3f2a")
     assert entry.written_by == "action run 20261125-101500-3f2a"
     assert entry.scores == {"val": 1.0, "test": 0.75}
     assert entry.val_instances == {"a1": 1.0, "a2": 1.0}
     assert entry.models["reflection"] == "big-model"
-    write_templates(ws, {"tasks": [report_task]})  # adds the final newline the report text lacks
+    write_templates(ws, report_of(report_task))  # adds the final newline the report text lacks
     baseline.write(workspace, baseline.Baseline({"triage": entry}))
     ws = load_workspace(find_config(workspace))
     assert baseline.stale(ws, baseline.load(workspace)) == []

@@ -19,8 +19,8 @@ from gepa_action.cli import main
 from gepa_action.engine.evaluation import race_order, stage_ends
 from gepa_action.engine.reasons import Stop, StopReason
 from gepa_action.engine.state import Candidate, EngineState, Pending, TraceRecord
-from gepa_action.pr_body import render_pr_body
-from gepa_action.report_md import render_report
+from gepa_action.render.pr_body import render_pr_body
+from gepa_action.render.report_md import render_report
 
 
 @pytest.fixture
@@ -187,4 +187,4 @@ def test_a_run_interrupted_with_children_waiting_for_val_resumes_to_the_same_end
         return {k: v for k, v in state.items() if k not in ("wall_s", "search_wall_s", "usage")}
 
     assert state_of(resumed.run.path) == state_of(reference.run.path)
-    assert resumed.report["tasks"][0]["scores"] == reference.report["tasks"][0]["scores"]
+    assert resumed.report.tasks[0].scores == reference.report.tasks[0].scores

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fakes.report_factory import report_of, task_report
 from fakes.workspace_factory import make_workspace
 
 from gepa_action.cli import main
 from gepa_action.errors import InputError
 from gepa_action.paths import confine, read_text_inside, write_inside
+from gepa_action.report.model import Best
 from gepa_action.tune import write_templates
 from gepa_action.workspace import find_config, load_workspace
 
@@ -110,8 +112,8 @@ def test_workspace_root_may_itself_be_reached_through_a_symlink(tmp_path: Path) 
 def test_write_templates_refuses_a_tampered_module_path(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "repo")
     workspace = load_workspace(find_config(root))
-    report = {"tasks": [{"best": {"changed_modules": ["../../outside-written.txt"],
-                                  "templates": {"../../outside-written.txt": "pwned"}}}]}
+    report = report_of(task_report(best=Best(candidate=1, changed_modules=["../../outside-written.txt"],
+                                             templates={"../../outside-written.txt": "pwned"}, diff="")))
     with pytest.raises(InputError, match="outside the workspace"):
         write_templates(workspace, report)
     assert not (tmp_path.parent / "outside-written.txt").exists()
@@ -123,8 +125,8 @@ def test_write_templates_refuses_a_template_swapped_for_a_symlink_after_loading(
     (tmp_path / "victim.txt").write_text("keep me\n", encoding="utf-8")
     (root / "prompts/system.j2").unlink()
     (root / "prompts/system.j2").symlink_to(tmp_path / "victim.txt")
-    report = {"tasks": [{"best": {"changed_modules": ["prompts/system.j2"],
-                                  "templates": {"prompts/system.j2": "pwned"}}}]}
+    report = report_of(task_report(best=Best(candidate=1, changed_modules=["prompts/system.j2"],
+                                             templates={"prompts/system.j2": "pwned"}, diff="")))
     with pytest.raises(InputError, match="prompts/system.j2"):
         write_templates(workspace, report)
     assert (tmp_path / "victim.txt").read_text(encoding="utf-8") == "keep me\n"

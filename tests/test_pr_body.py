@@ -15,8 +15,7 @@ from typing import Any
 import cmarkgfm
 import pytest
 
-from gepa_action.markdown import ZWSP
-from gepa_action.pr_body import (
+from gepa_action.render.pr_body import (
     LADDER,
     MARKER,
     SAFETY_MARGIN,
@@ -24,6 +23,7 @@ from gepa_action.pr_body import (
     render_job_summary,
     render_pr_body,
 )
+from gepa_action.render.text import ZWSP
 
 LIMIT = 65_536
 THRESHOLD = "test delta 95% CI lower bound > +0"

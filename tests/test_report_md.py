@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from gepa_action.markdown import ZWSP, code_block, details, html_text, inline, plain, quote, table
-from gepa_action.report_md import render_report, render_summary_line, render_task
+from gepa_action.render.report_md import render_report, render_task
+from gepa_action.render.terminal import render_summary_line
+from gepa_action.render.text import ZWSP, code_block, details, html_text, inline, plain, quote, table
 
 # GitHub's closing keywords followed by something it treats as an issue reference.
 CLOSING = re.compile(r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\b:?\s+(?:[\w.-]+/[\w.-]+)?#\d+")

@@ -163,7 +163,7 @@ def test_a_resumed_run_ends_identical_to_an_uninterrupted_one(tmp_path: Path, si
     resumed = run_tune(workspace, [], TuneOptions(), resume=run_id)
     assert resumed.run.run_id == run_id
     assert _states(resumed.run.path) == _states(reference.run.path)
-    assert resumed.report["tasks"][0]["scores"] == reference.report["tasks"][0]["scores"]
+    assert resumed.report.tasks[0].scores == reference.report.tasks[0].scores
 
 
 def test_resume_refuses_when_the_inputs_changed(tmp_path: Path, sim: FakeOpenAI) -> None:

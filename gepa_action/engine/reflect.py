@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..evals import Instance
-from ..markdown import code_block
+from ..render.text import code_block
 from ..templates import TemplateRenderError, render, syntax_problem, template_variables
 from ..workspace import Task
 from .state import Rejection, TraceRecord

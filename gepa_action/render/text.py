@@ -10,6 +10,9 @@ once, so a reviewer has one file to check; callers pass every untrusted string t
 - `code_block(text, lang)`  verbatim text in a fence it cannot close;
 - `table(headers, rows)` / `details(summary, body)`  which escape their cells and summary themselves.
 
+Numbers are formatted here too (`fmt_score`, `fmt_signed`, `fmt_count`, ...), each showing "n/a" for a
+missing value, so report.md, the PR body and the terminal write a score the same way.
+
 Why a zero-width space and not an HTML entity or a code span: GitHub looks for mentions and issue
 references in the rendered text, where `&#64;user` has already become `@user` again, and also in plain
 text that never goes through Markdown (commit messages, email replies to a PR). A U+200B ZERO WIDTH SPACE
@@ -23,6 +26,11 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+# GitHub refuses a pull-request body or comment longer than this with a 422 (stated here once; the PR body's
+# size ladder, the Action and the GitHub client all use it).
+GITHUB_LIMIT = 65_536
 
 ZWSP = "\u200b"
 ELLIPSIS = "…"
@@ -62,13 +70,15 @@ def plain(text: object, limit: int | None = None) -> str:
     return abbreviate(value, limit)
 
 
-def abbreviate(text: str, limit: int | None) -> str:
-    """`text` cut to at most `limit` characters, the last one an ellipsis when anything was dropped."""
+def abbreviate(text: str, limit: int | None, *, trim: bool = True) -> str:
+    """`text` cut to at most `limit` characters, the last one an ellipsis when anything was dropped;
+    `trim` drops whitespace before the ellipsis (the terminal's fixed-width columns keep it)."""
     if limit is None or len(text) <= limit:
         return text
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    return text[: limit - 1].rstrip() + ELLIPSIS
+    kept = text[: limit - 1]
+    return (kept.rstrip() if trim else kept) + ELLIPSIS
 
 
 def _defuse(text: str) -> str:
@@ -158,3 +168,46 @@ def details(summary: object, body: str, *, expanded: bool = False) -> str:
     built from the helpers above. Blank lines around the body let GitHub render it as Markdown."""
     tag = "<details open>" if expanded else "<details>"
     return f"{tag}<summary>{html_text(summary)}</summary>\n\n{body.strip()}\n\n</details>"
+
+
+# -- numbers -------------------------------------------------------------------------------------------
+
+
+def as_number(value: Any) -> float | None:
+    """A float for anything numeric; None for None, booleans and junk (the report shows "n/a")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def fmt_score(value: Any) -> str:
+    number = as_number(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def fmt_signed(value: Any) -> str:
+    number = as_number(value)
+    return "n/a" if number is None else f"{number:+.3f}"
+
+
+def fmt_count(value: Any) -> str:
+    number = as_number(value)
+    return "n/a" if number is None else f"{round(number):,}"
+
+
+def fmt_duration(seconds: Any) -> str:
+    number = as_number(seconds)
+    if number is None:
+        return "n/a"
+    if number < 60:
+        return f"{number:.1f} s"
+    minutes, secs = divmod(round(number), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def fmt_percent(confidence: Any) -> str:
+    number = as_number(confidence)
+    return "95%" if number is None else f"{number * 100:g}%"

@@ -1,12 +1,13 @@
 """The pull-request body the Action opens with the evolved prompts, and the shorter job summary.
 
-Input is the `report.json` dict as the engine wrote it (see `report.py`); nothing is recomputed, so the
-PR says exactly what `report.md` says. Eval data, model outputs, rationales, templates, diffs and even
-task and model names are untrusted: every piece goes through `markdown.py` (diffs in a fence they cannot
+Input is the report as the engine wrote it (see `report/model.py`); nothing is recomputed, so the PR says
+exactly what `report.md` says, and the blocks both show (score table and verdict, template change,
+lineage, charts) come from `sections.py`. Eval data, model outputs, rationales, templates, diffs and even
+task and model names are untrusted: every piece goes through `text.py` (diffs in a fence they cannot
 close, everything else escaped so it cannot mention, reference or close, or inject HTML), and the Mermaid
-charts come from `report_md`, which builds them from numbers and letters only.
+charts are built from numbers and letters only.
 
-Why the size ladder: GitHub refuses a body over 65,536 characters with a 422, which would lose the whole
+Why the size ladder: GitHub refuses a body over `GITHUB_LIMIT` characters with a 422, which would lose the whole
 PR. A big eval set with long outputs easily exceeds that, so the body is rendered at the most detailed
 level first and then, only while it is too long, at cheaper levels (`LADDER`): each level gives up a
 less important part, and a visible note says what went and links the full report. The essentials (marker,
@@ -22,32 +23,27 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .lm import format_cost
-from .markdown import code_block, details, inline, plain, table
-
-# report_md's helpers are reused (not copied) so report.md and the PR body format numbers, candidates,
-# lineage steps and charts identically; they are module-private there only because nothing else needed them.
-from .report_md import (
+from ..lm import format_cost
+from ..report.model import as_data, blocker
+from .sections import (
     ID_LIMIT,
-    _candidate_graph,
-    _cid,
-    _count,
-    _delta,
-    _fmt,
-    _items,
-    _number,
-    _progress_chart,
-    _section,
-    _signed,
-    _verdict,
+    Row,
+    charts,
+    diff_intro,
     lineage_section,
+    list_at,
+    mapping_at,
+    moved_rows,
     retries_text,
+    row_delta,
     score_rows,
+    template_change,
+    test_verdict,
     val_scoring_line,
 )
+from .text import GITHUB_LIMIT, as_number, code_block, details, fmt_count, fmt_score, fmt_signed, inline, plain, table
 
 MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
-GITHUB_LIMIT = 65_536
 # Kept free below `limit`, on top of the pessimistic count of `github_length`: room for a human or a
 # later edit to add a line without hitting the wall.
 SAFETY_MARGIN = 300
@@ -59,8 +55,6 @@ MAX_COMMAND = 1_000  # a longer reproduce command leaves the task names out
 FULL_OUTPUTS = 80  # characters of a model output at the most detailed level
 FULL_RATIONALE = 1500
 MIN_DIFF_CONTENT = 80  # below this a cut diff says only how long it was
-
-Row = Mapping[str, Any]
 
 # Options of `gepa-tune tune` that decide the run's path, in the order the command shows them.
 _REPRO_FLAGS = ("seed", "budget", "strategy", "minibatch", "parallel", "max_merges")
@@ -125,6 +119,7 @@ def render_pr_body(report: Mapping[str, Any], *, applied: Collection[str], thres
     when anything was cut. The text always has `github_length(text) <= limit - SAFETY_MARGIN` (so also
     `len(text) <= limit`), whatever the size of the report.
     """
+    report = as_data(report)
     if limit < MIN_LIMIT:
         raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
     return _Body(report, set(applied), threshold, run_url, full_report, limit).fit(limit - SAFETY_MARGIN)
@@ -137,6 +132,7 @@ def render_job_summary(report: Mapping[str, Any], *, applied: Collection[str], t
     Short on purpose (no diffs, no instances): the summary page shows every step's summary in a row, and
     the details are one click away in the PR and in report.md.
     """
+    report = as_data(report)
     applied = set(applied)
     tasks = _tasks(report)
     parts = [f"## gepa-tune run {inline(report.get('run_id') or 'unknown')}", _operation(operation, pr_url, applied)]
@@ -246,7 +242,7 @@ class _Body:
         return self.cache[key]
 
     def _diff(self, task: Row) -> str:
-        return self._cached(("diff", id(task)), lambda: _diff_block(task))
+        return self._cached(("diff", id(task)), lambda: template_change(task))
 
     def headline(self) -> str:
         """One paragraph: which tasks this PR changes and by how much on held-out data, and what it cost."""
@@ -260,13 +256,13 @@ class _Body:
         else:
             text = "No task's gain clears the threshold, so this run of gepa-tune applies no prompt."
         if self.kept:
-            text += (f" {_count(len(self.kept))} other task{'s' if len(self.kept) != 1 else ''} kept "
+            text += (f" {fmt_count(len(self.kept))} other task{'s' if len(self.kept) != 1 else ''} kept "
                      f"{'their' if len(self.kept) != 1 else 'its'} seed prompts (see below).")
         text += f" Threshold: {inline(self.threshold)}."
         tasks = self.applied + self.kept
-        calls = sum(_number(_section(t, "usage").get("metric_calls")) or 0 for t in tasks)
-        cost = sum(_number(_section(t, "usage").get("cost_usd")) or 0 for t in tasks)
-        text += f" Run {run}: {_count(calls)} metric calls, {format_cost(cost)}."
+        calls = sum(as_number(mapping_at(t, "usage").get("metric_calls")) or 0 for t in tasks)
+        cost = sum(as_number(mapping_at(t, "usage").get("cost_usd")) or 0 for t in tasks)
+        text += f" Run {run}: {fmt_count(calls)} metric calls, {format_cost(cost)}."
         return text
 
     def note(self, cuts: Sequence[str]) -> str:
@@ -375,7 +371,7 @@ def _cuts(detail: Detail) -> list[str]:
 
 
 def _tasks(report: Mapping[str, Any]) -> list[Row]:
-    return [t for t in _items(report, "tasks") if isinstance(t, Mapping)]
+    return [t for t in list_at(report, "tasks") if isinstance(t, Mapping)]
 
 
 def _name(task: Row) -> str:
@@ -397,53 +393,55 @@ def _and(items: Sequence[str]) -> str:
 
 def _gain(task: Row) -> str:
     """`test 0.467 → 0.800, +0.333, 95% CI +0.133 … +0.533` (val numbers when there is no test split)."""
-    scores = _section(task, "scores")
-    test = _section(scores, "test")
+    scores = mapping_at(task, "scores")
+    test = mapping_at(scores, "test")
     if not test:
-        val = _section(scores, "val")
-        return f"val {_fmt(val.get('seed'))} → {_fmt(val.get('best'))}, no test split"
-    text = f"test {_fmt(test.get('seed'))} → {_fmt(test.get('best'))}, {_signed(test.get('delta'))}"
-    ci = _section(test, "ci95")
+        val = mapping_at(scores, "val")
+        return f"val {fmt_score(val.get('seed'))} → {fmt_score(val.get('best'))}, no test split"
+    text = f"test {fmt_score(test.get('seed'))} → {fmt_score(test.get('best'))}, {fmt_signed(test.get('delta'))}"
+    ci = mapping_at(test, "ci95")
     if ci:
-        text += f", 95% CI {_signed(ci.get('low'))} … {_signed(ci.get('high'))}"
+        text += f", 95% CI {fmt_signed(ci.get('low'))} … {fmt_signed(ci.get('high'))}"
     return text
 
 
 def _reason(task: Row, threshold: str) -> str:
     """Why a task's templates are not in the PR, mirroring the Action's verdict in the reviewer's words."""
     status = str(task.get("status") or "unknown")
-    if not status.startswith("finished"):
+    best = mapping_at(task, "best")
+    changed = bool(list_at(best, "changed_modules") or best.get("diff"))
+    why = blocker(status, changed=changed, has_test=bool(mapping_at(mapping_at(task, "scores"), "test")))
+    if why == "unfinished":
         return f"the run did not finish ({inline(status, 120)})"
-    if not _items(_section(task, "best"), "changed_modules") and not _section(task, "best").get("diff"):
+    if why == "seed_best":
         return "the seed templates stayed best"
-    test = _section(_section(task, "scores"), "test")
-    if not test:
+    if why == "no_test":
         return "there is no test split to measure the gain on"
     return f"the gain ({_gain(task)}) does not clear the threshold ({inline(threshold)})"
 
 
 def _summary_tables(task: Row) -> str:
     """Baseline against evolved per split, the test verdict, then what the run used and on what data."""
-    scores = _section(task, "scores")
+    scores = mapping_at(task, "scores")
     rows = score_rows(task)
     blocks = [table(["split", "baseline", "evolved", "change [95% CI]"], rows, align="lrrr")] if rows else []
-    blocks.append(_verdict(scores, _section(task, "counts")) if rows else "No scores were recorded.")
+    blocks.append(test_verdict(scores, mapping_at(task, "counts")) if rows else "No scores were recorded.")
 
-    counts = _section(task, "counts")
-    usage = _section(task, "usage")
-    models = _section(task, "models")
-    eval_set = _section(task, "eval_set")
-    instances = (f"{_count(counts.get('improved'))} improved · {_count(counts.get('regressed'))} regressed · "
-                 f"{_count(counts.get('unchanged'))} unchanged") if counts else "n/a"
-    calls = _count(usage.get("metric_calls"))
-    if _number(usage.get("budget")) is not None:
-        calls += f" of {_count(usage['budget'])}"
-    if _number(usage.get("test_calls")):
-        calls += f" (+{_count(usage['test_calls'])} on test)"
+    counts = mapping_at(task, "counts")
+    usage = mapping_at(task, "usage")
+    models = mapping_at(task, "models")
+    eval_set = mapping_at(task, "eval_set")
+    instances = (f"{fmt_count(counts.get('improved'))} improved · {fmt_count(counts.get('regressed'))} regressed · "
+                 f"{fmt_count(counts.get('unchanged'))} unchanged") if counts else "n/a"
+    calls = fmt_count(usage.get("metric_calls"))
+    if as_number(usage.get("budget")) is not None:
+        calls += f" of {fmt_count(usage['budget'])}"
+    if as_number(usage.get("test_calls")):
+        calls += f" (+{fmt_count(usage['test_calls'])} on test)"
     if retries := retries_text(usage):  # a flaky endpoint is worth a reviewer's glance
         calls += f", {retries}"
-    tokens = f"{_count(usage.get('prompt_tokens'))} + {_count(usage.get('completion_tokens'))}"
-    cost = _number(usage.get("cost_usd"))
+    tokens = f"{fmt_count(usage.get('prompt_tokens'))} + {fmt_count(usage.get('completion_tokens'))}"
+    cost = as_number(usage.get("cost_usd"))
     used = f"{models.get('task') or '?'} / {models.get('reflection') or '?'}"
     if models.get("judge"):
         used += f" (judge {models['judge']})"
@@ -460,31 +458,16 @@ def _summary_tables(task: Row) -> str:
     return "\n\n".join(blocks)
 
 
-def _diff_block(task: Row) -> str:
-    best = _section(task, "best")
-    heading = "### Template change"
-    if not best:
-        return f"{heading}\n\nNo best candidate was recorded."
-    if not best.get("diff"):
-        return f"{heading}\n\nNo change: the seed stayed best."
-    return f"{heading}\n\n{_diff_intro(best)}\n\n{code_block(best['diff'], 'diff')}"
-
-
-def _diff_intro(best: Row) -> str:
-    changed = [inline(m) for m in _items(best, "changed_modules")]
-    return f"Best candidate {_cid(best.get('candidate'))}" + (f" changes {', '.join(changed)}:" if changed else ":")
-
-
 def _cut_diff(task: Row, allowance: int) -> str:
     """The diff block in at most `allowance` counted characters: the first lines of the diff and a line
     saying how much is missing, or only that line when there is no room for a useful part."""
-    best = _section(task, "best")
+    best = mapping_at(task, "best")
     diff = str(best.get("diff") or "")
-    full = _diff_block(task)
+    full = template_change(task)
     if github_length(full) <= allowance or not diff:
         return full
     total = diff.count("\n") + (0 if diff.endswith("\n") else 1)
-    head = f"### Template change\n\n{_diff_intro(best)}"
+    head = f"### Template change\n\n{diff_intro(best)}"
     room = allowance - github_length(head) - 200  # 200: the note and the fences
     while room >= MIN_DIFF_CONTENT:
         shown = _prefix(diff, room)
@@ -502,7 +485,7 @@ def _cut_diff(task: Row, allowance: int) -> str:
 
 def _instances(task: Row, detail: Detail) -> str:
     """Test first (it is the headline), then val; within each, regressions, improvements, unchanged."""
-    rows = [r for r in _items(task, "instances") if isinstance(r, Mapping)]
+    rows = [r for r in list_at(task, "instances") if isinstance(r, Mapping)]
     if not rows:
         return ""
     blocks = ["### Per-instance scores"]
@@ -513,9 +496,8 @@ def _instances(task: Row, detail: Detail) -> str:
         if split == "val" and not detail.val:
             blocks.append(f"{label}: {_plural(len(group), 'instance')}, not listed here.")
             continue
-        regressions = sorted((r for r in group if (_delta(r) or 0) < 0), key=lambda r: (_delta(r), str(r.get("id"))))
-        gains = sorted((r for r in group if (_delta(r) or 0) > 0), key=lambda r: (-(_delta(r) or 0), str(r.get("id"))))
-        same = sorted((r for r in group if not _delta(r)), key=lambda r: str(r.get("id")))
+        regressions, gains = moved_rows(group)
+        same = sorted((r for r in group if not row_delta(r)), key=lambda r: str(r.get("id")))
         listed = regressions + gains
         notes = []
         if detail.max_rows is not None and len(listed) > detail.max_rows:
@@ -535,8 +517,8 @@ def _instances(task: Row, detail: Detail) -> str:
 
 def _instance_table(rows: Sequence[Row], outputs: int | None) -> str:
     headers = ["id", "before", "after", "change"]
-    cells = [[plain(r.get("id"), ID_LIMIT), _fmt(r.get("before")), _fmt(r.get("after")), _signed(_delta(r))]
-             for r in rows]
+    cells = [[plain(r.get("id"), ID_LIMIT), fmt_score(r.get("before")), fmt_score(r.get("after")),
+              fmt_signed(row_delta(r))] for r in rows]
     if outputs is None:
         return table(headers, cells, align="lrrr")
     for cell, row in zip(cells, rows, strict=True):
@@ -551,8 +533,8 @@ def _lineage(task: Row, limit: int) -> str:
 
 
 def _charts(task: Row) -> str:
-    charts = [chart for chart in (_progress_chart(task), _candidate_graph(task)) if chart]
-    return "\n\n".join(["### Search progress", *charts]) if charts else ""
+    shown = charts(task)
+    return "\n\n".join(["### Search progress", *shown]) if shown else ""
 
 
 # -- links and commands ---------------------------------------------------------------------------------
@@ -569,7 +551,7 @@ def _repro_command(report: Mapping[str, Any], tasks: Sequence[Row]) -> str:
     """`gepa-tune tune TASK... --seed N ...` with the run's options, quoted for the shell. Names are kept
     whole (an abbreviated name would not reproduce anything): the caller puts this in a `code_block`."""
     words = ["gepa-tune", "tune", *(shlex.quote(_name(t)) for t in tasks)]
-    options = _section(report, "options")
+    options = mapping_at(report, "options")
     for key in _REPRO_FLAGS:
         value = options.get(key)
         if key == "seed" and value is None:
