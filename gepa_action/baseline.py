@@ -31,8 +31,8 @@ from .errors import InputError
 from .yamlsrc import Section, parse_yaml
 
 if TYPE_CHECKING:  # evaluate pulls in the LM client; `check` and `hook check` must stay light
-    from .evaluate import TaskResult
-    from .lm import Usage
+    from .lm.client import Usage
+    from .scoring import TaskResult
     from .workspace import Task, Workspace
 
 LOCK_NAME = "gepa.lock"
@@ -406,7 +406,7 @@ def score_for_baseline(workspace: Workspace, tasks: list[Task], *, use_cache: bo
     """Score val and test of `tasks` through one client (one usage total); returns (val, test, usage)."""
     import asyncio
 
-    from .evaluate import evaluate_tasks, with_client
+    from .scoring import evaluate_tasks, with_client
 
     def labelled(split: str) -> Callable[[str, int, int], None] | None:
         if progress is None:

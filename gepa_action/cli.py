@@ -103,7 +103,7 @@ class Context:
 
         workspace = load_workspace(find_config(self.directory, self.config), errors)
         if local:  # --local: as if gepa.yaml said lm.provider: local
-            from .local_model import localize
+            from .lm.local_model import localize
 
             workspace = localize(workspace)
         return workspace
@@ -154,7 +154,7 @@ def install_local(force: bool) -> None:
     aarch64: the generic armv8-a target), so it runs on any such machine. The wheel is kept under
     ~/.cache/gepa-tune/llama-cpp, so a second install takes seconds.
     """
-    from .local_build import install_local as install
+    from .lm.local_build import install_local as install
 
     click.echo(install(force=force, log=lambda line: click.echo(line, err=True)))
 
@@ -212,7 +212,7 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
 def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
                  update_baseline: bool, local: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
-    from .evaluate import format_results, run_eval, terminal_progress
+    from .scoring import format_results, run_eval, terminal_progress
 
     workspace = obj.load(local=local)
     selected = workspace.select(tasks)

@@ -28,7 +28,7 @@ from .errors import InputError
 from .yamlsrc import load_yaml
 
 if TYPE_CHECKING:
-    from .evaluate import TaskResult
+    from .scoring import TaskResult
     from .workspace import LMConfig, Task, Workspace
 
 #: Used when neither --tolerance nor gate.tolerance in gepa.yaml says otherwise: any drop fails.
@@ -130,7 +130,7 @@ def affected_tasks(config_file: Path, files: Sequence[str | Path], cwd: Path | N
 
 def model_configured(lm: LMConfig, environ: Mapping[str, str]) -> bool:
     """Whether a model can be asked: a local provider, an API key, or an endpoint (which may need none)."""
-    from .lm import resolve_endpoint
+    from .lm.client import resolve_endpoint
 
     if getattr(lm, "provider", "openai") == "local":
         return True
@@ -227,7 +227,7 @@ def run_gate(workspace: Workspace, tasks: list[Task], baseline: Baseline | None,
         err(f"warning: gate SKIPPED for {names}: no model configured, so the changed prompts were NOT checked "
             f"for regressions; {_no_model_message(workspace.lm)} (--strict makes this an error)")
         return 0
-    from .evaluate import run_eval
+    from .scoring import run_eval
 
     results, usage = run_eval(workspace, [t for t, _, _ in to_score], "val", use_cache=use_cache)
     verdicts = [judge(result, entry, what, tolerance)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .lm import format_cost
+from .lm.client import format_cost
 from .markdown import code_block, details, inline, plain, table
 
 # report_md's helpers are reused (not copied) so report.md and the PR body format numbers, candidates,

@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .lm import RETRY_KINDS, format_cost, format_retries
+from .lm.client import RETRY_KINDS, format_cost, format_retries
 from .markdown import code_block, details, inline, plain, quote, table
-from .task import mean
+from .runner import mean
 
 OUTPUT_LIMIT = 60  # characters of a model output shown in an instance table
 ID_LIMIT = 40

@@ -27,13 +27,13 @@ from .engine.loop import Engine, EngineOptions
 from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
-from .evaluate import open_client
-from .lm import Route, check_credentials
-from .local_model import local_routes
+from .lm.client import Route, check_credentials
+from .lm.local_model import local_routes
 from .paths import write_inside
 from .report import run_report, task_report
 from .report_md import render_report
 from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic, write_json
+from .scoring import open_client
 from .signals import sigterm_as_interrupt
 from .workspace import Task, Workspace
 

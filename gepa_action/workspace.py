@@ -458,7 +458,7 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
             errors.append(exc)
     workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate)
     if lm.provider == "local":  # every model becomes a bundled one, free and keyless (local_model.py)
-        from .local_model import localize
+        from .lm.local_model import localize
 
         workspace = localize(workspace)
         lm, tasks = workspace.lm, workspace.tasks

@@ -19,7 +19,7 @@ from fake_openai import Reply
 
 from gepa_action.cache import ResponseCache, cache_key
 from gepa_action.errors import InputError, RunError
-from gepa_action.lm import (
+from gepa_action.lm.client import (
     AdaptiveLimiter,
     Completion,
     LMClient,
@@ -235,7 +235,7 @@ def test_fully_cached_run_does_not_import_openai(openai_server, lm_config, tmp_p
         "import asyncio, json, sys\n"
         "from pathlib import Path\n"
         "from gepa_action.cache import ResponseCache\n"
-        "from gepa_action.lm import LMClient\n"
+        "from gepa_action.lm.client import LMClient\n"
         "from gepa_action.workspace import LMConfig\n"
         "config = LMConfig(base_url=sys.argv[2])\n"
         "async def main():\n"

@@ -27,11 +27,11 @@ from click.testing import CliRunner
 from fake_openai import FakeOpenAI
 from workspace_factory import make_workspace
 
-from gepa_action import local_model
 from gepa_action.cli import main
 from gepa_action.errors import InputError, RunError
-from gepa_action.lm import LMClient, Route, check_credentials
-from gepa_action.local_model import LocalModel, LocalServer, assemble
+from gepa_action.lm import local_model
+from gepa_action.lm.client import LMClient, Route, check_credentials
+from gepa_action.lm.local_model import LocalModel, LocalServer, assemble
 from gepa_action.workspace import LMConfig, load_workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -438,7 +438,7 @@ DRIVER = """\
 import sys, time
 sys.path[:0] = [{tests!r}, {repo!r}]
 from pathlib import Path
-from gepa_action import local_model
+from gepa_action.lm import local_model
 from test_local_model import FakeLlamaServer
 FakeLlamaServer.script = Path({script!r})
 local_model.LocalServer = FakeLlamaServer

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..evals import Instance
-from ..task import TaskRunner, Trace, gather_all
+from ..runner import TaskRunner, Trace, gather_all
 from ..workspace import Task
 from .budget import StepCost
 from .events import Event, ValScored

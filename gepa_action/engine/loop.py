@@ -25,7 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..errors import InputError, RunError
-from ..lm import LMClient, ModelUsage, Usage
+from ..lm.client import LMClient, ModelUsage, Usage
 from ..workspace import CONFIG_NAME, Task
 from .budget import BudgetGuard, Limits, StepCost
 from .context import PERFECT, Context, EngineOptions

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..lm import Completion, LMClient, Usage
+from ..lm.client import Completion, LMClient, Usage
 from ..workspace import LMConfig
 
 

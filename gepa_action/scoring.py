@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from .cache import ResponseCache
 from .errors import RunError
-from .lm import LMClient, Route, Usage, resolve_endpoint
-from .local_model import local_routes
-from .task import TaskRunner, Trace, mean
+from .lm.client import LMClient, Route, Usage, resolve_endpoint
+from .lm.local_model import local_routes
+from .runner import TaskRunner, Trace, mean
 from .workspace import Task, Workspace
 
 CACHE_FILE = Path(".gepa") / "cache.sqlite3"

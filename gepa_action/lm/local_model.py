@@ -44,11 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError, RunError
-from .lm import Route
+from ..errors import InputError, RunError
+from ..signals import sigterm_as_interrupt
+from ..workspace import LMConfig, Price, Workspace
+from .client import Route
 from .local_build import user_cache_root
-from .signals import sigterm_as_interrupt
-from .workspace import LMConfig, Price, Workspace
 
 #: The commands that install what this module needs, quoted as the user should type them: the extra brings the
 #: model chunks and the server's Python dependencies, `install-local` the portable llama.cpp build (local_build.py).

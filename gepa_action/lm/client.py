@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .cache import ResponseCache, cache_key
-from .errors import InputError, RunError
-from .workspace import CONFIG_NAME, LMConfig, Price
+from ..cache import ResponseCache, cache_key
+from ..errors import InputError, RunError
+from ..workspace import CONFIG_NAME, LMConfig, Price
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers; the real import is lazy
     from openai import AsyncOpenAI
