@@ -406,7 +406,8 @@ def score_for_baseline(workspace: Workspace, tasks: list[Task], *, use_cache: bo
     """Score val and test of `tasks` through one client (one usage total); returns (val, test, usage)."""
     import asyncio
 
-    from .scoring import evaluate_tasks, with_client
+    from .lm.session import with_client
+    from .scoring import evaluate_tasks
 
     def labelled(split: str) -> Callable[[str, int, int], None] | None:
         if progress is None:

@@ -99,14 +99,10 @@ class Context:
         self.config = config
 
     def load(self, errors: list[InputError] | None = None, *, local: bool = False):  # noqa: ANN201 - a Workspace
+        from .lm.session import for_provider
         from .workspace import find_config, load_workspace
 
-        workspace = load_workspace(find_config(self.directory, self.config), errors)
-        if local:  # --local: as if gepa.yaml said lm.provider: local
-            from .lm.local_model import localize
-
-            workspace = localize(workspace)
-        return workspace
+        return for_provider(load_workspace(find_config(self.directory, self.config), errors), local=local)
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from .baseline import LOCK_NAME, Baseline, Entry, changes
 from .errors import InputError
+from .lm.session import model_configured
 from .yamlsrc import load_yaml
 
 if TYPE_CHECKING:
+    from .config import LMConfig
     from .scoring import TaskResult
-    from .workspace import LMConfig, Task, Workspace
+    from .workspace import Task, Workspace
 
 #: Used when neither --tolerance nor gate.tolerance in gepa.yaml says otherwise: any drop fails.
 DEFAULT_TOLERANCE = 0.0
@@ -126,16 +128,6 @@ def affected_tasks(config_file: Path, files: Sequence[str | Path], cwd: Path | N
 
 
 # -------------------------------------------------------------------------------------------- gate
-
-
-def model_configured(lm: LMConfig, environ: Mapping[str, str]) -> bool:
-    """Whether a model can be asked: a local provider, an API key, or an endpoint (which may need none)."""
-    from .lm.client import resolve_endpoint
-
-    if getattr(lm, "provider", "openai") == "local":
-        return True
-    base_url, api_key = resolve_endpoint(lm, environ)
-    return bool(base_url or api_key)
 
 
 def _no_model_message(lm: LMConfig) -> str:

@@ -1,25 +1,20 @@
-"""Score a workspace's current prompts on an eval split: shared by `gepa-tune eval` and, later, the
-regression gate and the Action, so it lives outside the CLI."""
+"""Score a workspace's committed templates on an eval split: the `gepa-tune eval` flow, shared with the
+pre-push gate (`hooks.py`) and the baseline lock (`baseline.py`), so it lives outside the CLI.
+
+Not to be confused with `evals.py`, which loads and splits the eval sets this module scores on."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .cache import ResponseCache
-from .errors import RunError
-from .lm.client import LMClient, Route, Usage, resolve_endpoint
-from .lm.local_model import local_routes
+from .lm.client import LMClient, Usage
+from .lm.session import with_client
 from .runner import TaskRunner, Trace, mean
 from .workspace import Task, Workspace
-
-CACHE_FILE = Path(".gepa") / "cache.sqlite3"
-T = TypeVar("T")
 
 
 @dataclass
@@ -48,33 +43,6 @@ class TaskResult:
         }
 
 
-def open_client(workspace: Workspace, *, use_cache: bool = True,
-                environ: dict[str, str] | None = None, routes: Mapping[str, Route] | None = None) -> LMClient:
-    """The LM client for a workspace: endpoint from config or environment, cache under `.gepa/`.
-
-    With `lm.provider: local`, `routes` are the local servers' (from `local_model.local_routes`, which
-    must be running around the client's use); no key and no other endpoint are involved.
-    """
-    cache = ResponseCache(workspace.root / CACHE_FILE) if use_cache else None
-    if workspace.lm.provider == "local":
-        if not routes:
-            raise RunError("lm.provider local: the local model servers are not running "
-                           "(open the client inside local_model.local_routes)")
-        first = next(iter(routes.values())).base_url
-        return LMClient(workspace.lm, api_key=None, base_url=first, cache=cache, routes=routes,
-                        secrets=secrets_of(os.environ if environ is None else environ))
-    env = os.environ if environ is None else environ
-    base_url, api_key = resolve_endpoint(workspace.lm, env)
-    return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache, routes=routes,
-                    secrets=secrets_of(env))
-
-
-def secrets_of(environ: Mapping[str, str]) -> tuple[str | None, ...]:
-    """Secrets besides the model key that a run can see and an answer must never carry: a server that
-    echoes headers or the environment would otherwise put them into the cache, the report and the PR."""
-    return tuple(environ.get(name) for name in ("GITHUB_TOKEN", "GH_TOKEN", "GEPA_TUNE_API_KEY", "OPENAI_API_KEY"))
-
-
 async def evaluate_tasks(tasks: list[Task], split: str, lm: LMClient,
                          progress: Callable[[str, int, int], None] | None = None) -> list[TaskResult]:
     """Score each task's current templates on `split`; all tasks and instances run concurrently."""
@@ -91,23 +59,6 @@ async def evaluate_tasks(tasks: list[Task], split: str, lm: LMClient,
         return TaskResult(task, split, traces)
 
     return list(await asyncio.gather(*(one(task) for task in tasks)))
-
-
-def with_client(workspace: Workspace, work: Callable[[LMClient], Awaitable[T]], *, use_cache: bool = True) -> T:
-    """Run `work` with the workspace's client in a fresh event loop, and close everything after. With
-    `lm.provider: local` the local servers live exactly as long (stopped on Ctrl-C too)."""
-
-    async def main(routes: Mapping[str, Route] | None) -> T:
-        lm = open_client(workspace, use_cache=use_cache, routes=routes)
-        try:
-            return await work(lm)
-        finally:
-            await lm.aclose()
-            if lm.cache is not None:
-                lm.cache.close()
-
-    with local_routes(workspace, reflection=False) as routes:
-        return asyncio.run(main(routes))
 
 
 def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: bool = True,

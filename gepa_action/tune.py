@@ -1,5 +1,5 @@
 """A tuning run over one or more tasks: start or resume it, drive the engines, score the held-out test
-split, write the report. Shared by `gepa-tune tune` and (later) the GitHub Action, so it lives outside
+split, write the report. Shared by `gepa-tune tune` and the GitHub Action (`action.py`), so it lives outside
 the CLI.
 
 Interruption is part of the design, not an afterthought: the engine checkpoints after every round and
@@ -27,13 +27,12 @@ from .engine.loop import Engine, EngineOptions
 from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
-from .lm.client import Route, check_credentials
-from .lm.local_model import local_routes
+from .lm.client import LMClient
+from .lm.session import check_credentials, with_client
 from .paths import write_inside
 from .report import run_report, task_report
 from .report_md import render_report
 from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic, write_json
-from .scoring import open_client
 from .signals import sigterm_as_interrupt
 from .workspace import Task, Workspace
 
@@ -274,19 +273,12 @@ def _drive(workspace: Workspace, run: RunDir, tasks: list[Task], options: TuneOp
            progress: ProgressFn | None) -> TuneResult:
     """Run the tasks of a locked run to their end and write the reports."""
 
-    async def main(routes: Mapping[str, Route] | None) -> list[TaskOutcome]:
-        lm = open_client(workspace, use_cache=use_cache, routes=routes)
-        try:
-            return list(await asyncio.gather(
-                *(_tune_task(workspace, run, task, options, lm, progress) for task in tasks)))
-        finally:
-            await lm.aclose()
-            if lm.cache is not None:
-                lm.cache.close()
+    async def work(lm: LMClient) -> list[TaskOutcome]:
+        return list(await asyncio.gather(*(_tune_task(workspace, run, task, options, lm, progress) for task in tasks)))
 
     try:
-        with sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
-            outcomes = asyncio.run(main(routes))
+        with sigterm_as_interrupt():  # the client, its cache and any local servers close on every exit
+            outcomes = with_client(workspace, work, use_cache=use_cache, reflection=True)
     except GepaError as exc:  # e.g. the local servers failed to start or their readiness check: nothing was spent
         # The run folder says so too; a folder that cannot take it (a full or read-only disk) must not hide
         # the error that stopped the run behind one of its own.

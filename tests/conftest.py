@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fake_openai import FakeOpenAI
 
-from gepa_action.workspace import LMConfig
+from gepa_action.config import LMConfig
 
 # -- model endpoint ------------------------------------------------------------------------------------
 

@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from ..config import CONFIG_NAME
 from ..errors import InputError, RunError
 from ..lm.client import LMClient, ModelUsage, Usage
-from ..workspace import CONFIG_NAME, Task
+from ..workspace import Task
 from .budget import BudgetGuard, Limits, StepCost
 from .context import PERFECT, Context, EngineOptions
 from .events import Event, StopEvent, TestScored
