@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from .engine.options import MAX_PARALLEL, EngineOptions
 from .errors import GepaError, InputError, redact_secrets
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: The engine's defaults, shown by `tune --help` and used when an option is not given.
+ENGINE = EngineOptions()
 
 
 def friendly_errors(func: F) -> F:
@@ -244,17 +247,17 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--max-minutes", type=FiniteFloatRange(min=0, min_open=True),
               help="Wall-time limit of the search per task (overrides gepa.yaml); test scoring comes on top.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
-@click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
+@click.option("--strategy", type=click.Choice(["pareto", "best"]), default=ENGINE.strategy, show_default=True,
               help="Parent selection: the per-instance Pareto front, or always the best (for comparison).")
-@click.option("--minibatch", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--minibatch", type=click.IntRange(min=1), default=ENGINE.minibatch, show_default=True,
               help="Train instances shown to the reflection model per proposal.")
-@click.option("--parallel", type=click.IntRange(min=1, max=32), default=1, show_default=True,
+@click.option("--parallel", type=click.IntRange(min=1, max=MAX_PARALLEL), default=ENGINE.parallel, show_default=True,
               help="Proposals made concurrently per round (shorter wall time, same budget accounting).")
-@click.option("--max-merges", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--max-merges", type=click.IntRange(min=0), default=ENGINE.max_merges, show_default=True,
               help="Merges to try (tasks with two or more optimized templates).")
-@click.option("--race/--no-race", default=True, show_default=True,
+@click.option("--race/--no-race", default=ENGINE.race, show_default=True,
               help="Score an accepted child on val in stages, stopping it once it falls behind its parent.")
-@click.option("--lookahead/--no-lookahead", default=True, show_default=True,
+@click.option("--lookahead/--no-lookahead", default=ENGINE.lookahead, show_default=True,
               help="Propose from a child while it is being scored on val (overlaps the two; shorter wall time).")
 @click.option("--resume", "resume", metavar="RUN_ID", help="Continue an interrupted run (options come from it).")
 @click.option("--write", is_flag=True, help="Write the best templates into the workspace when the run ends.")

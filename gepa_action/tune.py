@@ -23,7 +23,8 @@ from typing import Any
 
 from .cache import CacheFull
 from .engine.budget import Limits
-from .engine.loop import Engine, EngineOptions
+from .engine.loop import Engine
+from .engine.options import MAX_PARALLEL, EngineOptions
 from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
@@ -44,12 +45,12 @@ class TuneOptions:
     seed: int = 0
     budget: int | None = None  # overrides every task's budget.max_metric_calls
     max_minutes: float | None = None  # overrides every task's budget.max_minutes
-    strategy: str = "pareto"
-    minibatch: int = 10
-    parallel: int = 1
-    max_merges: int = 5
-    race: bool = True  # score accepted children on val in stages (see engine/evaluation.py)
-    lookahead: bool = True  # propose from a child while it is raced on val (see engine/loop.py)
+    strategy: str = EngineOptions.strategy
+    minibatch: int = EngineOptions.minibatch
+    parallel: int = EngineOptions.parallel
+    max_merges: int = EngineOptions.max_merges
+    race: bool = EngineOptions.race  # score accepted children on val in stages (see engine/evaluation.py)
+    lookahead: bool = EngineOptions.lookahead  # propose from a child while it is raced on val (see engine/loop.py)
     #: The bundled local models (`--local`): part of the run, so `--resume` serves them again unasked.
     local: bool = False
 
@@ -122,7 +123,7 @@ def options_from(meta: Mapping[str, Any], run: RunDir) -> TuneOptions:
         else:  # the integer options; none may be negative, and the counts start at 1
             ok = (isinstance(value, int) and not isinstance(value, bool)
                   and (name == "seed" or value >= (0 if name == "max_merges" else 1)))
-            ok = ok and not (name == "parallel" and value > 32)
+            ok = ok and not (name == "parallel" and value > MAX_PARALLEL)
         if not ok:
             raise InputError(str(run.meta_file), f"{value!r} is not a valid value (default {default!r})",
                              key=f"options.{name}", hint="the run folder is damaged or was edited; start a new run")

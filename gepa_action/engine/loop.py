@@ -29,10 +29,11 @@ from ..errors import InputError, RunError
 from ..lm.client import LMClient, ModelUsage, Usage
 from ..workspace import Task
 from .budget import BudgetGuard, Limits, StepCost
-from .context import PERFECT, Context, EngineOptions
+from .context import PERFECT, Context
 from .events import Event, StopEvent, TestScored
 from .merge import merge_round
 from .metered import CompletionSource, MeteredLM
+from .options import EngineOptions
 from .pareto import STRATEGIES
 from .proposal import Proposer, ReflectionFailed
 from .reasons import Stop, StopReason
