@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -17,35 +15,9 @@ from . import __version__
 from .engine.options import MAX_PARALLEL, EngineOptions
 from .errors import GepaError, InputError, redact_secrets
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: The engine's defaults, shown by `tune --help` and used when an option is not given.
 ENGINE = EngineOptions()
-
-
-def friendly_errors(func: F) -> F:
-    """Turn the tool's own errors into one line on stderr and a documented exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GepaError as exc:
-            click.echo(f"error: {redact_secrets(' '.join(str(exc).splitlines()))}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: answers received so far are kept in the response cache", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:  # a bug or an input nobody foresaw: still one line, never a traceback
-            if os.environ.get("GEPA_DEBUG"):
-                raise
-            click.echo(f"error: {_unexpected(exc)}", err=True)
-            sys.exit(EXIT_FAILED)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _unexpected(exc: BaseException) -> str:
@@ -59,8 +31,30 @@ def _unexpected(exc: BaseException) -> str:
 
 
 class OneLineErrors(click.Group):
-    """A click group whose usage errors (`--budget -1`, an unknown option) are one `error:` line, exit 2,
-    like every other error of the tool, instead of click's usage block."""
+    """The one error handler of the command line: every error is one `error:` line on stderr and a
+    documented exit code, never a traceback.
+
+    `invoke` turns the tool's own errors, Ctrl-C and unforeseen exceptions of any command (subgroups
+    included) into that line; `main` does the same for click's usage errors (`--budget -1`, an unknown
+    option), which are exit 2 like every other bad input instead of click's usage block.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GepaError as exc:
+            click.echo(f"error: {redact_secrets(' '.join(str(exc).splitlines()))}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: answers received so far are kept in the response cache", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # `main` below writes these
+        except Exception as exc:  # a bug or an input nobody foresaw: still one line, never a traceback
+            if os.environ.get("GEPA_DEBUG"):
+                raise
+            click.echo(f"error: {_unexpected(exc)}", err=True)
+            sys.exit(EXIT_FAILED)
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -129,7 +123,6 @@ def main(ctx: click.Context, directory: Path | None, config: Path | None) -> Non
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 @click.pass_obj
-@friendly_errors
 def init(obj: Context, directory: Path | None, force: bool) -> None:
     """Create a working example workspace: gepa.yaml, a prompt, an eval set and a workflow file."""
     from .scaffold import write_scaffold
@@ -143,7 +136,6 @@ def init(obj: Context, directory: Path | None, force: bool) -> None:
 
 @main.command("install-local")
 @click.option("--force", is_flag=True, help="Compile again even when a portable build is installed or cached.")
-@friendly_errors
 def install_local(force: bool) -> None:
     """Install llama.cpp's server for the bundled local models, built portably for this CPU family.
 
@@ -161,7 +153,6 @@ def install_local(force: bool) -> None:
 @main.command()
 @click.argument("tasks", nargs=-1)
 @click.pass_obj
-@friendly_errors
 def check(obj: Context, tasks: tuple[str, ...]) -> None:
     """Validate config, templates and eval sets offline; report every problem as FILE:LINE.
 
@@ -207,7 +198,6 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
 @click.option("--local", is_flag=True,
               help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
 @click.pass_obj
-@friendly_errors
 def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
                  update_baseline: bool, local: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
@@ -266,7 +256,6 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--local", is_flag=True,
               help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
 @click.pass_obj
-@friendly_errors
 def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: float | None, seed: int,
          strategy: str, minibatch: int, parallel: int, max_merges: int, race: bool, lookahead: bool,
          resume: str | None, write: bool, as_json: bool, no_cache: bool, local: bool) -> None:
@@ -318,7 +307,6 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
 @click.option("--dry-run", is_flag=True, help="Tune and write the PR body into the run folder; no push, no PR.")
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
 @click.pass_obj
-@friendly_errors
 def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, branch: str | None,
            base: str | None, labels: tuple[str, ...], draft: bool, min_improvement: str,
            commit_message: str | None, title: str | None, base_url: str | None, task_model: str | None,
@@ -360,7 +348,6 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the Markdown report.")
 @click.option("--write", is_flag=True, help="Write the run's best templates into the workspace.")
 @click.pass_obj
-@friendly_errors
 def report(obj: Context, run_id: str, as_json: bool, write: bool) -> None:
     """Re-render a run's report from its checkpoints (RUN_ID defaults to the latest run)."""
     from .runs import RunDir
@@ -395,7 +382,6 @@ _HOOK_CONFIG_HELP = "The workspace's gepa.yaml, when it is not at the repository
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help=_HOOK_CONFIG_HELP)
 @click.pass_context
-@friendly_errors
 def hook_check(ctx: click.Context, files: tuple[Path, ...], config: Path | None) -> None:
     """`gepa-tune check` for the tasks FILES feed; offline and fast (no model client is loaded)."""
     from .hooks import affected_tasks
@@ -421,7 +407,6 @@ def hook_check(ctx: click.Context, files: tuple[Path, ...], config: Path | None)
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help=_HOOK_CONFIG_HELP)
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
 @click.pass_obj
-@friendly_errors
 def hook_eval(obj: Context, files: tuple[Path, ...], tolerance: float | None, strict: bool, config: Path | None,
               no_cache: bool) -> None:
     """Regression gate: re-score val of tasks that changed since gepa.lock; exit 1 on a drop.
