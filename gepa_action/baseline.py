@@ -155,7 +155,7 @@ def utc_now() -> str:
 
 def entry_from_eval(task: Task, val_result: TaskResult, test_result: TaskResult, *,
                     reflection_model: str | None = None, written_by: str = WRITTEN_BY_EVAL) -> Entry:
-    """The record of the task's current templates, from its val and test results (`evaluate.run_eval`)."""
+    """The record of the task's current templates, from its val and test results (`scoring.run_eval`)."""
     return Entry(
         templates={m: template_sha256(task.templates[m].source) for m in dict.fromkeys(task.modules)},
         eval_set=_eval_set(task),
