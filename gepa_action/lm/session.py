@@ -8,14 +8,14 @@ stopped after it closes, also on Ctrl-C and SIGTERM).
 
 It works on anything shaped like a `Workspace` (root, lm, tasks with a model and a metric) rather
 than importing `workspace.py`, because the loader itself calls `for_provider`: this module sits in
-the `lm` layer, below the loader. `local_model` is imported where the local provider is in use only:
-it took about 70 ms to import in one `python -X importtime` run here, which `check` and the pre-commit
-hook would otherwise pay for nothing.
+the `lm` layer, below the loader. The loader needs `for_provider` only, so the client (with asyncio
+and sqlite) and `local_model` are imported inside the functions that use them: `check` and the
+pre-commit hook never ask a model, and importing them at the top added about 50 ms of imports to
+every `check` (`python -X importtime`, one run on a shared machine).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import os
@@ -23,12 +23,11 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ..cache import ResponseCache
 from ..config import LMConfig
 from ..errors import RunError
-from .client import LMClient, Route, missing_key_error, resolve_endpoint
 
 if TYPE_CHECKING:
+    from .client import LMClient, Route
     from .local_model import LocalModel
 
 #: The response cache of a workspace, relative to its root (kept out of git by the scaffold's .gitignore).
@@ -89,6 +88,8 @@ def models_in_use(workspace: WorkspaceLike, *, reflection: bool = True) -> list[
 
 def check_credentials(config: LMConfig, environ: Mapping[str, str]) -> None:
     """Fail before anything starts (no run folder, no half-done work) when no model can be asked."""
+    from .client import missing_key_error, resolve_endpoint
+
     if is_local(config):  # no key: the [local] extra and the joined model files instead
         from . import local_model
 
@@ -101,6 +102,8 @@ def check_credentials(config: LMConfig, environ: Mapping[str, str]) -> None:
 
 def model_configured(lm: LMConfig, environ: Mapping[str, str]) -> bool:
     """Whether a model can be asked: a local provider, an API key, or an endpoint (which may need none)."""
+    from .client import resolve_endpoint
+
     if is_local(lm):
         return True
     base_url, api_key = resolve_endpoint(lm, environ)
@@ -119,6 +122,7 @@ def local_routes(workspace: WorkspaceLike, *, reflection: bool = True) -> Iterat
         yield None
         return
     from . import local_model
+    from .client import Route
 
     models = models_in_use(workspace, reflection=reflection)
     with local_model.serve(models) as servers:
@@ -133,6 +137,9 @@ def open_client(workspace: WorkspaceLike, *, use_cache: bool = True,
     For the local provider, `routes` are the local servers' (from `local_routes`, which must be running
     around the client's use); no key and no other endpoint are involved.
     """
+    from ..cache import ResponseCache
+    from .client import LMClient, resolve_endpoint
+
     env = os.environ if environ is None else environ
     cache = ResponseCache(workspace.root / CACHE_FILE) if use_cache else None
     if is_local(workspace.lm):
@@ -158,6 +165,8 @@ def with_client(workspace: WorkspaceLike, work: Callable[[LMClient], Awaitable[T
     """Run `work` with the workspace's client in a fresh event loop, and close everything after: the
     client, its cache and, for the local provider, the servers (which live exactly as long, stopped on
     Ctrl-C too). `reflection` also serves the reflection model (tuning; `eval` never reflects)."""
+
+    import asyncio
 
     async def main(routes: Mapping[str, Route] | None) -> T:
         lm = open_client(workspace, use_cache=use_cache, routes=routes)
