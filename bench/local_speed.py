@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from gepa_action import local_model  # noqa: E402
+from gepa_action.lm import local_model  # noqa: E402
 
 TICKET = ("Subject: Charged twice??\n\nThe app froze when I clicked Upgrade to Pro, so I clicked again. Now my card "
           "statement shows two charges of $29. I want one of them back.\n\nAnswer with the category only.")

@@ -31,9 +31,9 @@ from .errors import InputError
 from .yamlsrc import Section, parse_yaml
 
 if TYPE_CHECKING:  # evaluate pulls in the LM client; `check` and `hook check` must stay light
-    from .evaluate import TaskResult
-    from .lm import Usage
+    from .lm.client import Usage
     from .report.model import TaskReport
+    from .scoring import TaskResult
     from .workspace import Task, Workspace
 
 LOCK_NAME = "gepa.lock"
@@ -156,7 +156,7 @@ def utc_now() -> str:
 
 def entry_from_eval(task: Task, val_result: TaskResult, test_result: TaskResult, *,
                     reflection_model: str | None = None, written_by: str = WRITTEN_BY_EVAL) -> Entry:
-    """The record of the task's current templates, from its val and test results (`evaluate.run_eval`)."""
+    """The record of the task's current templates, from its val and test results (`scoring.run_eval`)."""
     return Entry(
         templates={m: template_sha256(task.templates[m].source) for m in dict.fromkeys(task.modules)},
         eval_set=_eval_set(task),
@@ -405,7 +405,8 @@ def score_for_baseline(workspace: Workspace, tasks: list[Task], *, use_cache: bo
     """Score val and test of `tasks` through one client (one usage total); returns (val, test, usage)."""
     import asyncio
 
-    from .evaluate import evaluate_tasks, with_client
+    from .lm.session import with_client
+    from .scoring import evaluate_tasks
 
     def labelled(split: str) -> Callable[[str, int, int], None] | None:
         if progress is None:

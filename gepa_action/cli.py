@@ -3,49 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
+from .engine.options import MAX_PARALLEL, EngineOptions
 from .errors import GepaError, InputError, redact_secrets
 
 if TYPE_CHECKING:
     from .report.model import Report
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def friendly_errors(func: F) -> F:
-    """Turn the tool's own errors into one line on stderr and a documented exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GepaError as exc:
-            click.echo(f"error: {redact_secrets(' '.join(str(exc).splitlines()))}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: answers received so far are kept in the response cache", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:  # a bug or an input nobody foresaw: still one line, never a traceback
-            if os.environ.get("GEPA_DEBUG"):
-                raise
-            click.echo(f"error: {_unexpected(exc)}", err=True)
-            sys.exit(EXIT_FAILED)
-
-    return wrapper  # type: ignore[return-value]
+#: The engine's defaults, shown by `tune --help` and used when an option is not given.
+ENGINE = EngineOptions()
 
 
 def _unexpected(exc: BaseException) -> str:
@@ -59,8 +34,30 @@ def _unexpected(exc: BaseException) -> str:
 
 
 class OneLineErrors(click.Group):
-    """A click group whose usage errors (`--budget -1`, an unknown option) are one `error:` line, exit 2,
-    like every other error of the tool, instead of click's usage block."""
+    """The one error handler of the command line: every error is one `error:` line on stderr and a
+    documented exit code, never a traceback.
+
+    `invoke` turns the tool's own errors, Ctrl-C and unforeseen exceptions of any command (subgroups
+    included) into that line; `main` does the same for click's usage errors (`--budget -1`, an unknown
+    option), which are exit 2 like every other bad input instead of click's usage block.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GepaError as exc:
+            click.echo(f"error: {redact_secrets(' '.join(str(exc).splitlines()))}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: answers received so far are kept in the response cache", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # `main` below writes these
+        except Exception as exc:  # a bug or an input nobody foresaw: still one line, never a traceback
+            if os.environ.get("GEPA_DEBUG"):
+                raise
+            click.echo(f"error: {_unexpected(exc)}", err=True)
+            sys.exit(EXIT_FAILED)
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -102,14 +99,10 @@ class Context:
         self.config = config
 
     def load(self, errors: list[InputError] | None = None, *, local: bool = False):  # noqa: ANN201 - a Workspace
+        from .lm.session import for_provider
         from .workspace import find_config, load_workspace
 
-        workspace = load_workspace(find_config(self.directory, self.config), errors)
-        if local:  # --local: as if gepa.yaml said lm.provider: local
-            from .local_model import localize
-
-            workspace = localize(workspace)
-        return workspace
+        return for_provider(load_workspace(find_config(self.directory, self.config), errors), local=local)
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -133,7 +126,6 @@ def main(ctx: click.Context, directory: Path | None, config: Path | None) -> Non
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 @click.pass_obj
-@friendly_errors
 def init(obj: Context, directory: Path | None, force: bool) -> None:
     """Create a working example workspace: gepa.yaml, a prompt, an eval set and a workflow file."""
     from .scaffold import write_scaffold
@@ -147,7 +139,6 @@ def init(obj: Context, directory: Path | None, force: bool) -> None:
 
 @main.command("install-local")
 @click.option("--force", is_flag=True, help="Compile again even when a portable build is installed or cached.")
-@friendly_errors
 def install_local(force: bool) -> None:
     """Install llama.cpp's server for the bundled local models, built portably for this CPU family.
 
@@ -157,7 +148,7 @@ def install_local(force: bool) -> None:
     aarch64: the generic armv8-a target), so it runs on any such machine. The wheel is kept under
     ~/.cache/gepa-tune/llama-cpp, so a second install takes seconds.
     """
-    from .local_build import install_local as install
+    from .lm.local_build import install_local as install
 
     click.echo(install(force=force, log=lambda line: click.echo(line, err=True)))
 
@@ -165,7 +156,6 @@ def install_local(force: bool) -> None:
 @main.command()
 @click.argument("tasks", nargs=-1)
 @click.pass_obj
-@friendly_errors
 def check(obj: Context, tasks: tuple[str, ...]) -> None:
     """Validate config, templates and eval sets offline; report every problem as FILE:LINE.
 
@@ -211,12 +201,11 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
 @click.option("--local", is_flag=True,
               help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
 @click.pass_obj
-@friendly_errors
 def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
                  update_baseline: bool, local: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
-    from .evaluate import run_eval, terminal_progress
     from .render.terminal import format_results
+    from .scoring import run_eval, terminal_progress
 
     workspace = obj.load(local=local)
     selected = workspace.select(tasks)
@@ -252,17 +241,17 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--max-minutes", type=FiniteFloatRange(min=0, min_open=True),
               help="Wall-time limit of the search per task (overrides gepa.yaml); test scoring comes on top.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
-@click.option("--strategy", type=click.Choice(["pareto", "best"]), default="pareto", show_default=True,
+@click.option("--strategy", type=click.Choice(["pareto", "best"]), default=ENGINE.strategy, show_default=True,
               help="Parent selection: the per-instance Pareto front, or always the best (for comparison).")
-@click.option("--minibatch", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--minibatch", type=click.IntRange(min=1), default=ENGINE.minibatch, show_default=True,
               help="Train instances shown to the reflection model per proposal.")
-@click.option("--parallel", type=click.IntRange(min=1, max=32), default=1, show_default=True,
+@click.option("--parallel", type=click.IntRange(min=1, max=MAX_PARALLEL), default=ENGINE.parallel, show_default=True,
               help="Proposals made concurrently per round (shorter wall time, same budget accounting).")
-@click.option("--max-merges", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--max-merges", type=click.IntRange(min=0), default=ENGINE.max_merges, show_default=True,
               help="Merges to try (tasks with two or more optimized templates).")
-@click.option("--race/--no-race", default=True, show_default=True,
+@click.option("--race/--no-race", default=ENGINE.race, show_default=True,
               help="Score an accepted child on val in stages, stopping it once it falls behind its parent.")
-@click.option("--lookahead/--no-lookahead", default=True, show_default=True,
+@click.option("--lookahead/--no-lookahead", default=ENGINE.lookahead, show_default=True,
               help="Propose from a child while it is being scored on val (overlaps the two; shorter wall time).")
 @click.option("--resume", "resume", metavar="RUN_ID", help="Continue an interrupted run (options come from it).")
 @click.option("--write", is_flag=True, help="Write the best templates into the workspace when the run ends.")
@@ -271,7 +260,6 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--local", is_flag=True,
               help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
 @click.pass_obj
-@friendly_errors
 def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: float | None, seed: int,
          strategy: str, minibatch: int, parallel: int, max_merges: int, race: bool, lookahead: bool,
          resume: str | None, write: bool, as_json: bool, no_cache: bool, local: bool) -> None:
@@ -323,7 +311,6 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
 @click.option("--dry-run", is_flag=True, help="Tune and write the PR body into the run folder; no push, no PR.")
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
 @click.pass_obj
-@friendly_errors
 def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, branch: str | None,
            base: str | None, labels: tuple[str, ...], draft: bool, min_improvement: str,
            commit_message: str | None, title: str | None, base_url: str | None, task_model: str | None,
@@ -365,7 +352,6 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the Markdown report.")
 @click.option("--write", is_flag=True, help="Write the run's best templates into the workspace.")
 @click.pass_obj
-@friendly_errors
 def report(obj: Context, run_id: str, as_json: bool, write: bool) -> None:
     """Re-render a run's report from its checkpoints (RUN_ID defaults to the latest run)."""
     from .report.model import dumps
@@ -401,7 +387,6 @@ _HOOK_CONFIG_HELP = "The workspace's gepa.yaml, when it is not at the repository
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help=_HOOK_CONFIG_HELP)
 @click.pass_context
-@friendly_errors
 def hook_check(ctx: click.Context, files: tuple[Path, ...], config: Path | None) -> None:
     """`gepa-tune check` for the tasks FILES feed; offline and fast (no model client is loaded)."""
     from .hooks import affected_tasks
@@ -427,7 +412,6 @@ def hook_check(ctx: click.Context, files: tuple[Path, ...], config: Path | None)
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help=_HOOK_CONFIG_HELP)
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
 @click.pass_obj
-@friendly_errors
 def hook_eval(obj: Context, files: tuple[Path, ...], tolerance: float | None, strict: bool, config: Path | None,
               no_cache: bool) -> None:
     """Regression gate: re-score val of tasks that changed since gepa.lock; exit 1 on a drop.

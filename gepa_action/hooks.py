@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from .baseline import LOCK_NAME, Baseline, Entry, changes
 from .errors import InputError
+from .lm.session import model_configured
 from .yamlsrc import load_yaml
 
 if TYPE_CHECKING:
-    from .evaluate import TaskResult
-    from .workspace import LMConfig, Task, Workspace
+    from .config import LMConfig
+    from .scoring import TaskResult
+    from .workspace import Task, Workspace
 
 #: Used when neither --tolerance nor gate.tolerance in gepa.yaml says otherwise: any drop fails.
 DEFAULT_TOLERANCE = 0.0
@@ -128,16 +130,6 @@ def affected_tasks(config_file: Path, files: Sequence[str | Path], cwd: Path | N
 # -------------------------------------------------------------------------------------------- gate
 
 
-def model_configured(lm: LMConfig, environ: Mapping[str, str]) -> bool:
-    """Whether a model can be asked: a local provider, an API key, or an endpoint (which may need none)."""
-    from .lm import resolve_endpoint
-
-    if getattr(lm, "provider", "openai") == "local":
-        return True
-    base_url, api_key = resolve_endpoint(lm, environ)
-    return bool(base_url or api_key)
-
-
 def _no_model_message(lm: LMConfig) -> str:
     return (f"set {lm.api_key_env} (the variable lm.api_key_env names), or lm.base_url in gepa.yaml / "
             "OPENAI_BASE_URL for another OpenAI-compatible server, or lm.provider: local")
@@ -224,7 +216,7 @@ def run_gate(workspace: Workspace, tasks: list[Task], baseline: Baseline | None,
         err(f"warning: gate SKIPPED for {names}: no model configured, so the changed prompts were NOT checked "
             f"for regressions; {_no_model_message(workspace.lm)} (--strict makes this an error)")
         return 0
-    from .evaluate import run_eval
+    from .scoring import run_eval
 
     results, usage = run_eval(workspace, [t for t, _, _ in to_score], "val", use_cache=use_cache)
     verdicts = [judge(result, entry, what, tolerance)

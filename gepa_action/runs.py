@@ -45,7 +45,7 @@ from typing import IO, Any
 
 from .engine.state import EngineState
 from .errors import InputError, RunError
-from .lm import ModelUsage
+from .lm.client import ModelUsage
 
 try:
     import fcntl

@@ -1,5 +1,5 @@
 """A tuning run over one or more tasks: start or resume it, drive the engines, score the held-out test
-split, write the report. Shared by `gepa-tune tune` and (later) the GitHub Action, so it lives outside
+split, write the report. Shared by `gepa-tune tune` and the GitHub Action (`action.py`), so it lives outside
 the CLI.
 
 Interruption is part of the design, not an afterthought: the engine checkpoints after every round and
@@ -23,13 +23,13 @@ from typing import Any
 
 from .cache import CacheFull
 from .engine.budget import Limits
-from .engine.loop import Engine, EngineOptions
+from .engine.loop import Engine
+from .engine.options import MAX_PARALLEL, EngineOptions
 from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
-from .evaluate import open_client
-from .lm import Route, check_credentials
-from .local_model import local_routes
+from .lm.client import LMClient
+from .lm.session import check_credentials, with_client
 from .paths import write_inside
 from .render.report_md import render_report
 from .report.build import run_report, task_report
@@ -46,12 +46,12 @@ class TuneOptions:
     seed: int = 0
     budget: int | None = None  # overrides every task's budget.max_metric_calls
     max_minutes: float | None = None  # overrides every task's budget.max_minutes
-    strategy: str = "pareto"
-    minibatch: int = 10
-    parallel: int = 1
-    max_merges: int = 5
-    race: bool = True  # score accepted children on val in stages (see engine/evaluation.py)
-    lookahead: bool = True  # propose from a child while it is raced on val (see engine/loop.py)
+    strategy: str = EngineOptions.strategy
+    minibatch: int = EngineOptions.minibatch
+    parallel: int = EngineOptions.parallel
+    max_merges: int = EngineOptions.max_merges
+    race: bool = EngineOptions.race  # score accepted children on val in stages (see engine/evaluation.py)
+    lookahead: bool = EngineOptions.lookahead  # propose from a child while it is raced on val (see engine/loop.py)
     #: The bundled local models (`--local`): part of the run, so `--resume` serves them again unasked.
     local: bool = False
 
@@ -124,7 +124,7 @@ def options_from(meta: Mapping[str, Any], run: RunDir) -> TuneOptions:
         else:  # the integer options; none may be negative, and the counts start at 1
             ok = (isinstance(value, int) and not isinstance(value, bool)
                   and (name == "seed" or value >= (0 if name == "max_merges" else 1)))
-            ok = ok and not (name == "parallel" and value > 32)
+            ok = ok and not (name == "parallel" and value > MAX_PARALLEL)
         if not ok:
             raise InputError(str(run.meta_file), f"{value!r} is not a valid value (default {default!r})",
                              key=f"options.{name}", hint="the run folder is damaged or was edited; start a new run")
@@ -275,19 +275,12 @@ def _drive(workspace: Workspace, run: RunDir, tasks: list[Task], options: TuneOp
            progress: ProgressFn | None) -> TuneResult:
     """Run the tasks of a locked run to their end and write the reports."""
 
-    async def main(routes: Mapping[str, Route] | None) -> list[TaskOutcome]:
-        lm = open_client(workspace, use_cache=use_cache, routes=routes)
-        try:
-            return list(await asyncio.gather(
-                *(_tune_task(workspace, run, task, options, lm, progress) for task in tasks)))
-        finally:
-            await lm.aclose()
-            if lm.cache is not None:
-                lm.cache.close()
+    async def work(lm: LMClient) -> list[TaskOutcome]:
+        return list(await asyncio.gather(*(_tune_task(workspace, run, task, options, lm, progress) for task in tasks)))
 
     try:
-        with sigterm_as_interrupt(), local_routes(workspace) as routes:  # local servers stop on any exit
-            outcomes = asyncio.run(main(routes))
+        with sigterm_as_interrupt():  # the client, its cache and any local servers close on every exit
+            outcomes = with_client(workspace, work, use_cache=use_cache, reflection=True)
     except GepaError as exc:  # e.g. the local servers failed to start or their readiness check: nothing was spent
         # The run folder says so too; a folder that cannot take it (a full or read-only disk) must not hide
         # the error that stopped the run behind one of its own.

@@ -1,4 +1,4 @@
-"""Find and load `gepa.yaml` into typed config objects.
+"""Find and load `gepa.yaml` into the config types of `config.py`, plus the loaded tasks.
 
 Everything the rest of the tool knows about the user's setup comes through here, already validated,
 so later stages can trust it and errors point at the YAML line that caused them.
@@ -10,76 +10,16 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .config import CONFIG_NAME, PROVIDERS, BudgetConfig, GateConfig, LMConfig, Price, SplitConfig, Step
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
+from .lm.session import for_provider
+from .metrics import Metric, build_metric
 from .paths import reading
 from .templates import RENDER_HINTS, PromptTemplate, TemplateRenderError, load_template, render
 from .yamlsrc import Doc, Section, load_yaml
-
-if TYPE_CHECKING:  # metrics -> lm -> workspace would be a cycle at import time
-    from .metrics import Metric
-
-CONFIG_NAME = "gepa.yaml"
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per one million tokens."""
-
-    input: float
-    output: float
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """How to reach the models. The API key itself is never stored here, only the variable's name."""
-
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    task_model: str = "gpt-4o-mini"
-    reflection_model: str | None = None
-    judge_model: str | None = None
-    temperature: float = 0.0
-    max_tokens: int = 1024
-    #: The reflection model writes a diagnosis plus a whole template: it needs far more room than a label.
-    reflection_max_tokens: int = 2048
-    concurrency: int = 8
-    timeout: float = 60.0
-    max_retries: int = 6
-    prices: dict[str, Price] = field(default_factory=dict)
-    #: "openai": any OpenAI-compatible endpoint; "local": the bundled models on this machine (local_model.py).
-    provider: str = "openai"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One model call of a task: its messages (role, module) and the variable its output feeds."""
-
-    name: str
-    messages: tuple[tuple[str, str], ...]
-    output: str | None = None
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    train: float = 0.34
-    val: float = 0.33
-    test: float = 0.33
-    seed: int = 0
-
-    def fractions(self) -> tuple[float, float, float]:
-        return (self.train, self.val, self.test)
-
-
-@dataclass(frozen=True)
-class BudgetConfig:
-    """Hard limits for a tuning run; any left unset does not bound it."""
-
-    max_metric_calls: int | None = 300
-    max_cost_usd: float | None = None
-    max_minutes: float | None = None
 
 
 @dataclass
@@ -105,13 +45,6 @@ class Task:
     def seed_candidate(self) -> dict[str, str]:
         """The templates as they are in the repository: the starting point of tuning."""
         return {m: self.templates[m].source for m in self.modules}
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """The pre-push regression gate (`gepa-tune hook eval`): how far a val score may drop (None: default)."""
-
-    tolerance: float | None = None
 
 
 @dataclass
@@ -142,7 +75,6 @@ LM_KEYS = ("provider", "base_url", "api_key_env", "task_model", "reflection_mode
            "max_tokens", "reflection_max_tokens", "concurrency", "timeout", "max_retries", "prices")
 TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget")
 ROLES = ("system", "user")
-PROVIDERS = ("openai", "local")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -179,7 +111,8 @@ def _parse_lm(doc: Doc) -> LMConfig:
         raise section.error("api_key", "API keys never live in gepa.yaml",
                             hint="export the key in an environment variable and set api_key_env to its name")
     section.check_keys(LM_KEYS)
-    provider = section.get("provider", str, "openai")
+    default = LMConfig()  # every default below comes from the dataclass, stated once in config.py
+    provider = section.get("provider", str, default.provider)
     if provider not in PROVIDERS:
         raise section.error("provider", f"'{provider}' is not a provider",
                             hint="use openai (any OpenAI-compatible endpoint) or local (bundled models, no API key)")
@@ -187,7 +120,7 @@ def _parse_lm(doc: Doc) -> LMConfig:
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise section.error("base_url", f"'{base_url}' is not an http(s) URL",
                             hint="write it like https://api.openai.com/v1")
-    env_name = section.get("api_key_env", str, "OPENAI_API_KEY")
+    env_name = section.get("api_key_env", str, default.api_key_env)
     if not _ENV_NAME.fullmatch(env_name):  # never echoed: a mistyped name may be the key itself
         raise section.error("api_key_env", "not an environment variable name (letters, digits and '_'; the value "
                             "is not shown here)", hint="give the NAME of the variable holding the key, e.g. "
@@ -202,19 +135,20 @@ def _parse_lm(doc: Doc) -> LMConfig:
             entry.check_keys(("input", "output"))
             prices[str(model)] = Price(entry.number("input", required=True, minimum=0),
                                        entry.number("output", required=True, minimum=0))
-    task_model = section.get("task_model", str, LMConfig.task_model)
+    task_model = section.get("task_model", str, default.task_model)
     return LMConfig(
         base_url=base_url.rstrip("/") if base_url else None,
         api_key_env=env_name,
         task_model=task_model,
-        reflection_model=section.get("reflection_model", str),
-        judge_model=section.get("judge_model", str),
-        temperature=section.number("temperature", 0.0, minimum=0, maximum=2),
-        max_tokens=section.number("max_tokens", 1024, minimum=1, integer=True),
-        reflection_max_tokens=section.number("reflection_max_tokens", 2048, minimum=64, integer=True),
-        concurrency=section.number("concurrency", 8, minimum=1, maximum=256, integer=True),
-        timeout=section.number("timeout", 60.0, minimum=0.1),
-        max_retries=section.number("max_retries", 6, minimum=0, maximum=20, integer=True),
+        reflection_model=section.get("reflection_model", str, default.reflection_model),
+        judge_model=section.get("judge_model", str, default.judge_model),
+        temperature=section.number("temperature", default.temperature, minimum=0, maximum=2),
+        max_tokens=section.number("max_tokens", default.max_tokens, minimum=1, integer=True),
+        reflection_max_tokens=section.number("reflection_max_tokens", default.reflection_max_tokens, minimum=64,
+                                             integer=True),
+        concurrency=section.number("concurrency", default.concurrency, minimum=1, maximum=256, integer=True),
+        timeout=section.number("timeout", default.timeout, minimum=0.1),
+        max_retries=section.number("max_retries", default.max_retries, minimum=0, maximum=20, integer=True),
         prices=prices,
         provider=provider,
     )
@@ -281,7 +215,7 @@ def _parse_split(task: Section) -> SplitConfig:
         train=section.number("train", SplitConfig.train, minimum=0, maximum=1),
         val=section.number("val", SplitConfig.val, minimum=0, maximum=1),
         test=section.number("test", SplitConfig.test, minimum=0, maximum=1),
-        seed=section.number("seed", 0, integer=True),
+        seed=section.number("seed", SplitConfig.seed, integer=True),
     )
     total = sum(config.fractions())
     if abs(total - 1.0) > 1e-6:
@@ -297,8 +231,8 @@ def _parse_budget(task: Section) -> BudgetConfig:
     section.check_keys(("max_metric_calls", "max_cost_usd", "max_minutes"))
     return BudgetConfig(
         max_metric_calls=section.number("max_metric_calls", BudgetConfig.max_metric_calls, minimum=1, integer=True),
-        max_cost_usd=section.number("max_cost_usd", None, minimum=0),
-        max_minutes=section.number("max_minutes", None, minimum=0),
+        max_cost_usd=section.number("max_cost_usd", BudgetConfig.max_cost_usd, minimum=0),
+        max_minutes=section.number("max_minutes", BudgetConfig.max_minutes, minimum=0),
     )
 
 
@@ -358,8 +292,6 @@ def _check_render(module: str, template: PromptTemplate, variables: dict[str, An
 
 
 def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) -> Task:
-    from .metrics import build_metric
-
     section = Section(doc, ("tasks", index), doc.data["tasks"][index])
     section.check_keys(TASK_KEYS)
     name = section.get("name", str, required=True)
@@ -440,7 +372,7 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     gate = GateConfig()
     if gate_section is not None:
         gate_section.check_keys(("tolerance",))
-        gate = GateConfig(tolerance=gate_section.number("tolerance", None, minimum=0, maximum=1))
+        gate = GateConfig(tolerance=gate_section.number("tolerance", GateConfig.tolerance, minimum=0, maximum=1))
     with reading(display, "config"):
         lm = _parse_lm(doc)
     raw_tasks: Any = doc.section().get("tasks", list, required=True)
@@ -457,11 +389,8 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
                 raise
             errors.append(exc)
     workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate)
-    if lm.provider == "local":  # every model becomes a bundled one, free and keyless (local_model.py)
-        from .local_model import localize
-
-        workspace = localize(workspace)
-        lm, tasks = workspace.lm, workspace.tasks
+    workspace = for_provider(workspace)  # lm.provider: local makes every model a bundled one, free and keyless
+    lm, tasks = workspace.lm, workspace.tasks
     for model in sorted({lm.task_model, *(t.model for t in tasks), lm.reflection_model, lm.judge_model} - {None}):
         if lm.prices and model not in lm.prices:
             workspace.warnings.append(f"{display}: lm.prices: no price for model '{model}'; its cost counts as 0")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fakes.openai_server import FakeOpenAI
 
-from gepa_action.workspace import LMConfig
+from gepa_action.config import LMConfig
 
 # -- model endpoint ------------------------------------------------------------------------------------
 

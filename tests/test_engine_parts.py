@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from fakes.workspace_factory import make_workspace, with_steps
 
+from gepa_action.config import LMConfig, Price
 from gepa_action.engine.budget import BudgetGuard, Limits, StepCost
 from gepa_action.engine.merge import merge_subsample, merged_texts, plan_merge
 from gepa_action.engine.pareto import dominates, instance_leaders, pareto_front, select_best, select_pareto
 from gepa_action.engine.reflect import Example, build_messages, check_template, fenced_blocks, parse_reply
 from gepa_action.engine.state import Candidate, EngineState, Rejection, TraceRecord
-from gepa_action.workspace import LMConfig, Price, find_config, load_workspace
+from gepa_action.workspace import find_config, load_workspace
 
 # -- Pareto front --------------------------------------------------------------------------------------
 

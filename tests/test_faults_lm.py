@@ -20,7 +20,7 @@ from fakes.openai_server import FakeOpenAI, Reply
 
 from gepa_action.cache import ResponseCache
 from gepa_action.cli import main
-from gepa_action.lm import LMClient, LMError
+from gepa_action.lm.client import LMClient, LMError
 
 KEY = "sk-test-EchoedKEYmustNotLeak0123456789"
 GITHUB_TOKEN = "ghs_EchoedTokenMustNotLeak987654321"

@@ -233,8 +233,8 @@ def test_gate_without_a_model_warns_visibly_and_passes_unless_strict(gated, open
 
 
 def test_gate_counts_a_local_provider_as_a_model():
-    from gepa_action.hooks import model_configured
-    from gepa_action.workspace import LMConfig
+    from gepa_action.config import LMConfig
+    from gepa_action.lm.session import model_configured
 
     class Local:
         provider = "local"

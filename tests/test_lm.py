@@ -18,8 +18,9 @@ import pytest
 from fakes.openai_server import Reply
 
 from gepa_action.cache import ResponseCache, cache_key
+from gepa_action.config import LMConfig, Price
 from gepa_action.errors import InputError, RunError
-from gepa_action.lm import (
+from gepa_action.lm.client import (
     AdaptiveLimiter,
     Completion,
     LMClient,
@@ -27,7 +28,6 @@ from gepa_action.lm import (
     _retry_after,
     resolve_endpoint,
 )
-from gepa_action.workspace import LMConfig, Price
 
 KEY = "sk-test-Zq81KfakeKEYdoNotUse0123456789"
 REPO = Path(__file__).resolve().parents[1]
@@ -235,8 +235,8 @@ def test_fully_cached_run_does_not_import_openai(openai_server, lm_config, tmp_p
         "import asyncio, json, sys\n"
         "from pathlib import Path\n"
         "from gepa_action.cache import ResponseCache\n"
-        "from gepa_action.lm import LMClient\n"
-        "from gepa_action.workspace import LMConfig\n"
+        "from gepa_action.lm.client import LMClient\n"
+        "from gepa_action.config import LMConfig\n"
         "config = LMConfig(base_url=sys.argv[2])\n"
         "async def main():\n"
         "    cache = ResponseCache(Path(sys.argv[1]))\n"

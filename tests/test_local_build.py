@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gepa_action import local_build
 from gepa_action.errors import RunError
-from gepa_action.local_build import BuildSpec, beyond_baseline, instructions_beyond_baseline
+from gepa_action.lm import local_build
+from gepa_action.lm.local_build import BuildSpec, beyond_baseline, instructions_beyond_baseline
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 needs_x86_toolchain = pytest.mark.skipif(not (X86 and shutil.which("gcc") and shutil.which("objdump")),

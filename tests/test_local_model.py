@@ -27,12 +27,14 @@ from click.testing import CliRunner
 from fakes.openai_server import FakeOpenAI
 from fakes.workspace_factory import make_workspace
 
-from gepa_action import local_model
 from gepa_action.cli import main
+from gepa_action.config import LMConfig
 from gepa_action.errors import InputError, RunError
-from gepa_action.lm import LMClient, Route, check_credentials
-from gepa_action.local_model import LocalModel, LocalServer, assemble
-from gepa_action.workspace import LMConfig, load_workspace
+from gepa_action.lm import local_model
+from gepa_action.lm.client import LMClient, Route
+from gepa_action.lm.local_model import LocalModel, LocalServer, assemble
+from gepa_action.lm.session import check_credentials, models_in_use
+from gepa_action.workspace import load_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -204,7 +206,7 @@ def test_provider_local_replaces_every_model_and_needs_no_key(tmp_path: Path, mo
     assert set(lm.prices) >= {lm.task_model, lm.reflection_model}
     assert lm.reflection_max_tokens <= local_model.LOCAL_REFLECTION_MAX_TOKENS
     assert workspace.warnings == []
-    names = [m.name for m in local_model.models_in_use(workspace, reflection=False)]
+    names = [m.name for m in models_in_use(workspace, reflection=False)]
     assert names == sorted({local_model.TASK_MODEL.name, local_model.JUDGE_MODEL.name})
     monkeypatch.setattr(local_model, "check_ready", lambda config, environ=None: None)
     check_credentials(lm, {})  # no OPENAI_API_KEY, no base_url: fine
@@ -438,7 +440,7 @@ DRIVER = """\
 import sys, time
 sys.path[:0] = [{tests!r}, {repo!r}]
 from pathlib import Path
-from gepa_action import local_model
+from gepa_action.lm import local_model
 from test_local_model import FakeLlamaServer
 FakeLlamaServer.script = Path({script!r})
 local_model.LocalServer = FakeLlamaServer

@@ -12,7 +12,7 @@ import pytest
 
 from gepa_action.errors import InputError, RunError
 from gepa_action.evals import Instance
-from gepa_action.lm import LMClient
+from gepa_action.lm.client import LMClient
 from gepa_action.metrics import (
     METRIC_OPTIONS,
     REGISTRY,

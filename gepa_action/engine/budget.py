@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..workspace import LMConfig, Task
+from ..config import LMConfig
+from ..workspace import Task
 from .reasons import Stop, StopReason
 
 #: Estimates from what was seen are multiplied by this before comparing with what is left.

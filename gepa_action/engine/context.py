@@ -12,43 +12,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..evals import Instance
-from ..task import TaskRunner, Trace, gather_all
+from ..runner import TaskRunner, Trace, gather_all
 from ..workspace import Task
 from .budget import StepCost
 from .events import Event, ValScored
 from .metered import MeteredLM
+from .options import EngineOptions
 from .reasons import Stop
 from .state import Candidate, EngineState, TraceRecord
 
 PERFECT = 1.0
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    strategy: str = "pareto"
-    minibatch: int = 10
-    parallel: int = 1
-    max_merges: int = 5
-    merge_subsample: int = 5
-    #: Rounds in a row whose proposals were all rejected unevaluated before the run gives up: a reflection
-    #: model that never writes a valid template would otherwise be paid forever for nothing.
-    max_invalid_rounds: int = 12
-    #: Rounds in a row that evaluate nothing (parents perfect on the minibatch, proposals that repeat
-    #: earlier ones) before the run gives up, in epochs over the train split: such rounds cost no metric
-    #: call, but a solved train set would otherwise loop forever. At least `max_invalid_rounds` + 1 rounds,
-    #: so a run whose proposals are all invalid ends with that (clearer) reason.
-    max_perfect_epochs: int = 5
-    #: Follow-up turns per proposal when the reply is unusable in a way the model can fix (a copy of the
-    #: template, a variable added or dropped, no fenced block, broken Jinja): the reason goes back to the
-    #: reflection model in the same conversation. Small models often get it right on the second try
-    #: (measured on the bundled 1.5B), and a repair costs a reflection call, never a metric call.
-    repairs: int = 1
-    #: Score an accepted child on val in stages and stop when it falls behind its parent (see
-    #: `evaluation`); False scores every accepted child on all of val at once.
-    race: bool = True
-    #: While a child is raced on val, already make the next proposal from it (see `loop`): a GEPA step is
-    #: a chain of dependent calls, and this overlaps the longest two links. False waits for the race.
-    lookahead: bool = True
 
 
 def record_of(trace: Trace) -> TraceRecord:

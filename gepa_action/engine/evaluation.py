@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ..task import gather_all
+from ..runner import gather_all
 from .context import Context
 from .state import TraceRecord
 

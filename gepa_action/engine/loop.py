@@ -24,14 +24,16 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from ..config import CONFIG_NAME
 from ..errors import InputError, RunError
-from ..lm import LMClient, ModelUsage, Usage
-from ..workspace import CONFIG_NAME, Task
+from ..lm.client import LMClient, ModelUsage, Usage
+from ..workspace import Task
 from .budget import BudgetGuard, Limits, StepCost
-from .context import PERFECT, Context, EngineOptions
+from .context import PERFECT, Context
 from .events import Event, StopEvent, TestScored
 from .merge import merge_round
 from .metered import CompletionSource, MeteredLM
+from .options import EngineOptions
 from .pareto import STRATEGIES
 from .proposal import Proposer, ReflectionFailed
 from .reasons import Stop, StopReason

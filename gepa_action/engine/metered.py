@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..lm import Completion, LMClient, Usage
-from ..workspace import LMConfig
+from ..config import LMConfig
+from ..lm.client import Completion, LMClient, Usage
 
 
 class CompletionSource(Protocol):

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import RunError
-from ..lm import Completion, LMError
-from ..task import gather_all
+from ..lm.client import Completion, LMError
+from ..runner import gather_all
 from .context import PERFECT, Context
 from .events import ErrorEvent
 from .reasons import rejection_text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..task import gather_all
+from ..runner import gather_all
 from .budget import StepCost
 from .context import Context
 from .evaluation import Entrant, score_on_val

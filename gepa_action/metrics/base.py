@@ -13,7 +13,7 @@ from ..evals import Instance
 from ..yamlsrc import Section
 
 if TYPE_CHECKING:
-    from ..lm import LMClient
+    from ..lm.client import LMClient
 
 
 @dataclass(frozen=True)

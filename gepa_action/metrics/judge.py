@@ -12,7 +12,7 @@ from ..evals import Instance
 from ..yamlsrc import Section
 
 if TYPE_CHECKING:
-    from ..lm import LMClient
+    from ..lm.client import LMClient
 from .base import BuildContext, Metric, MetricResult, _fmt, _show
 
 # -------------------------------------------------------------------------------------- llm_judge

@@ -19,7 +19,7 @@ from ..evals import Instance
 from ..yamlsrc import Doc, KeyPath, Section
 
 if TYPE_CHECKING:
-    from ..lm import LMClient
+    from ..lm.client import LMClient
 from .base import BuildContext, Metric, MetricResult, _describe, _fmt, _show
 
 # ----------------------------------------------------------------------------------------- python

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..lm import format_cost
+from ..lm.client import format_cost
 from ..report.model import as_data, blocker
 from .sections import (
     ID_LIMIT,

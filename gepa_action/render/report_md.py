@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..lm import format_cost
+from ..lm.client import format_cost
 from ..report.model import as_data
 from .sections import (
     ID_LIMIT,

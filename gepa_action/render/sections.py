@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..lm import RETRY_KINDS, format_retries
-from ..task import mean
+from ..lm.client import RETRY_KINDS, format_retries
+from ..runner import mean
 from .text import as_number, code_block, fmt_count, fmt_percent, fmt_score, fmt_signed, inline, quote
 
 ID_LIMIT = 40

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..lm import format_cost
+from ..lm.client import format_cost
 from ..report.model import as_data
 from .sections import mapping_at, retries_text
 from .text import abbreviate, as_number, fmt_duration, fmt_percent, fmt_score, fmt_signed, plain
 
 if TYPE_CHECKING:
-    from ..evaluate import TaskResult
-    from ..lm import Usage
+    from ..lm.client import Usage
+    from ..scoring import TaskResult
 
 
 def shorten(text: object, width: int) -> str:

@@ -11,8 +11,8 @@ import difflib
 from typing import Any
 
 from ..engine.state import EngineState
+from ..runner import mean
 from ..stats import paired_bootstrap_ci
-from ..task import mean
 from ..workspace import Task
 from .model import (
     Best,

@@ -15,7 +15,7 @@ from .evals import Instance
 from .templates import TemplateRenderError, render
 
 if TYPE_CHECKING:
-    from .lm import LMClient
+    from .lm.client import LMClient
     from .workspace import Task
 
 T = TypeVar("T")

@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .cache import ResponseCache, cache_key
-from .errors import InputError, RunError
-from .workspace import CONFIG_NAME, LMConfig, Price
+from ..cache import ResponseCache, cache_key
+from ..config import CONFIG_NAME, LMConfig, Price
+from ..errors import InputError, RunError
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers; the real import is lazy
     from openai import AsyncOpenAI
@@ -288,18 +288,6 @@ def missing_key_error(config: LMConfig) -> InputError:
     name = config.api_key_env
     return InputError(CONFIG_NAME, f"no API key: the environment variable {name} is not set", key="lm.api_key_env",
                       hint=f"export {name}=<your key>, or set lm.base_url to a local OpenAI-compatible server")
-
-
-def check_credentials(config: LMConfig, environ: Mapping[str, str]) -> None:
-    """Fail before anything starts (no run folder, no half-done work) when no key can be sent."""
-    if config.provider == "local":  # no key: the [local] extra and the joined model files instead
-        from .local_model import check_ready
-
-        check_ready(config, environ)
-        return
-    base_url, api_key = resolve_endpoint(config, environ)
-    if not api_key and not base_url:
-        raise missing_key_error(config)
 
 
 def resolve_endpoint(config: LMConfig, environ: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RunError
+from ..errors import RunError
 
 #: The llama-cpp-python release the local provider is tested with.
 LLAMA_CPP_VERSION = "0.3.36"

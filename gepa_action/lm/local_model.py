@@ -18,8 +18,9 @@ Why it is built the way it is:
   weights between every reflection and the task calls that follow it. Each process listens on a free
   port of 127.0.0.1 and is stopped on exit, on Ctrl-C and on SIGTERM (terminate, then kill after a
   grace period); on Linux it also dies with its parent, so a SIGKILLed `gepa-tune` leaves no server.
-* Requests name the model; `LMClient` routes each local model name to its own server (`Route`), and
-  keys its cache by the weights' sha256 instead of the server's port, which changes every run.
+* Requests name the model; `LMClient` routes each local model name to its own server (a `Route`,
+  built by lm/session.py), and keys its cache by the weights' sha256 instead of the server's port,
+  which changes every run.
 """
 
 from __future__ import annotations
@@ -44,11 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError, RunError
-from .lm import Route
+from ..config import LMConfig, Price
+from ..errors import InputError, RunError
+from ..signals import sigterm_as_interrupt
 from .local_build import user_cache_root
-from .signals import sigterm_as_interrupt
-from .workspace import LMConfig, Price, Workspace
 
 #: The commands that install what this module needs, quoted as the user should type them: the extra brings the
 #: model chunks and the server's Python dependencies, `install-local` the portable llama.cpp build (local_build.py).
@@ -474,29 +474,6 @@ def local_lm_config(config: LMConfig) -> LMConfig:
     )
 
 
-def localize(workspace: Workspace) -> Workspace:
-    """The workspace with every model replaced by a bundled one: task models, the reflection model and
-    llm_judge metrics' judges (whatever gepa.yaml names: no other endpoint is reachable without a key)."""
-    lm = local_lm_config(workspace.lm)
-    tasks = []
-    for task in workspace.tasks:
-        metric = task.metric
-        if dataclasses.is_dataclass(metric) and isinstance(getattr(metric, "model", None), str):
-            metric = dataclasses.replace(metric, model=lm.judge_model)  # type: ignore[type-var]
-        tasks.append(dataclasses.replace(task, model=lm.task_model, metric=metric))
-    return dataclasses.replace(workspace, lm=lm, tasks=tasks)
-
-
-def models_in_use(workspace: Workspace, *, reflection: bool = True) -> list[LocalModel]:
-    """The bundled models a localized workspace will ask (only those get a server): the task models, the
-    llm_judge metrics' judges, and the reflection model when tuning (`gepa-tune eval` never reflects)."""
-    names = {t.model for t in workspace.tasks}
-    names |= {m for t in workspace.tasks if isinstance(m := getattr(t.metric, "model", None), str)}
-    if reflection and workspace.lm.reflection_model:
-        names.add(workspace.lm.reflection_model)
-    return [m for name, m in MODELS.items() if name in names]
-
-
 def check_ready(config: LMConfig, environ: Mapping[str, str] | None = None) -> None:
     """Before a run starts (no run folder yet): the extra is installed and every bundled model's file is
     joined and verified, so the first run's one-off join is not mistaken for a slow server start."""
@@ -505,17 +482,3 @@ def check_ready(config: LMConfig, environ: Mapping[str, str] | None = None) -> N
     for model in MODELS.values():
         if model.name in names:
             model_file(model, cache_dir(environ))
-
-
-@contextlib.contextmanager
-def local_routes(workspace: Workspace, *, reflection: bool = True) -> Iterator[dict[str, Route] | None]:
-    """For `lm.provider: local`, serve the models the workspace uses and yield the `LMClient` routes to
-    them (None for any other provider: nothing to start). The servers stop when the block ends, however
-    it ends; wrap the whole `asyncio.run` in it so Ctrl-C and SIGTERM stop them too."""
-    if workspace.lm.provider != "local":
-        yield None
-        return
-    models = models_in_use(workspace, reflection=reflection)
-    with serve(models) as servers:
-        yield {m.name: Route(servers[m.name].base_url, f"local:{m.sha256}", crashed=servers[m.name].crash_report)
-               for m in models}
