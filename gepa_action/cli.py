@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .engine.options import MAX_PARALLEL, EngineOptions
+from .engine.options import DEFAULT_SEED, MAX_PARALLEL, EngineOptions
 from .errors import GepaError, InputError, redact_secrets
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--budget", type=click.IntRange(min=1), help="Max metric calls per task (overrides gepa.yaml).")
 @click.option("--max-minutes", type=FiniteFloatRange(min=0, min_open=True),
               help="Wall-time limit of the search per task (overrides gepa.yaml); test scoring comes on top.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the run's random choices.")
 @click.option("--strategy", type=click.Choice(["pareto", "best"]), default=ENGINE.strategy, show_default=True,
               help="Parent selection: the per-instance Pareto front, or always the best (for comparison).")
 @click.option("--minibatch", type=click.IntRange(min=1), default=ENGINE.minibatch, show_default=True,
@@ -295,7 +295,7 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
 @main.command()
 @click.argument("tasks", nargs=-1)
 @click.option("--budget", type=click.IntRange(min=1), help="Max metric calls per task (overrides gepa.yaml).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run's random choices.")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the run's random choices.")
 @click.option("--branch", help="PR branch (default gepa-tune/<tasks>).")
 @click.option("--base", help="Branch the PR targets (default: the branch the workflow runs on).")
 @click.option("--label", "labels", multiple=True, help="Label for the PR; repeat, or separate with commas.")

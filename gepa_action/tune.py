@@ -24,7 +24,7 @@ from typing import Any
 from .cache import CacheFull
 from .engine.budget import Limits
 from .engine.loop import Engine
-from .engine.options import MAX_PARALLEL, EngineOptions
+from .engine.options import DEFAULT_SEED, MAX_PARALLEL, EngineOptions
 from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
@@ -43,7 +43,7 @@ from .workspace import Task, Workspace
 class TuneOptions:
     """What `gepa-tune tune` was asked for; stored in run.json so `--resume` continues the same run."""
 
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     budget: int | None = None  # overrides every task's budget.max_metric_calls
     max_minutes: float | None = None  # overrides every task's budget.max_minutes
     strategy: str = EngineOptions.strategy

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 #: Proposals a round may make at once: more would queue behind the client's concurrency limit anyway.
 MAX_PARALLEL = 32
+#: The seed of a run's random choices when none is given (`tune --seed`, `action --seed`, `TuneOptions`).
+DEFAULT_SEED = 0
 
 
 @dataclass(frozen=True)
