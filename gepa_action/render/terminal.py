@@ -7,13 +7,12 @@ to one line and cut by `shorten`, the one truncation helper of the CLI, the pre-
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..lm import format_cost
-from ..report.model import as_data
-from .sections import mapping_at, retries_text
-from .text import abbreviate, as_number, fmt_duration, fmt_percent, fmt_score, fmt_signed, plain
+from ..report.model import TaskReport
+from .sections import retries_text
+from .text import abbreviate, fmt_duration, fmt_percent, fmt_score, fmt_signed, plain
 
 if TYPE_CHECKING:
     from ..evaluate import TaskResult
@@ -30,46 +29,35 @@ def quoted(text: object, width: int) -> str:
     return repr(shorten(text, width))
 
 
-def render_summary_line(task: Mapping[str, Any]) -> str:
+def render_summary_line(task: TaskReport) -> str:
     """One line for the terminal, e.g.
     `triage: val 0.500 → 0.857, test 0.467 → 0.800 (+0.333, 95% CI +0.133…+0.533), 288/300 calls, $0.0123`.
 
     Plain text (no Markdown), with control characters removed from names so nothing can drive the terminal.
     """
-    task = as_data(task)
-    scores = mapping_at(task, "scores")
     parts = []
-    val = mapping_at(scores, "val")
-    if val:
-        parts.append(f"val {fmt_score(val.get('seed'))} → {fmt_score(val.get('best'))}")
-    test = mapping_at(scores, "test")
-    if test:
-        text = f"test {fmt_score(test.get('seed'))} → {fmt_score(test.get('best'))} ({fmt_signed(test.get('delta'))}"
-        ci = mapping_at(test, "ci95")
-        if ci:
-            text += f", {fmt_percent(ci.get('confidence'))} CI {fmt_signed(ci.get('low'))}…{fmt_signed(ci.get('high'))}"
+    val, test = task.scores.val, task.scores.test
+    if val is not None:
+        parts.append(f"val {fmt_score(val.seed)} → {fmt_score(val.best)}")
+    if test is not None:
+        text = f"test {fmt_score(test.seed)} → {fmt_score(test.best)} ({fmt_signed(test.delta)}"
+        if test.ci95 is not None:
+            ci = test.ci95
+            text += f", {fmt_percent(ci.confidence)} CI {fmt_signed(ci.low)}…{fmt_signed(ci.high)}"
         parts.append(text + ")")
     else:
         parts.append("no test split")
-    usage = mapping_at(task, "usage")
-    if as_number(usage.get("metric_calls")) is not None:
-        budget = as_number(usage.get("budget"))
-        spent = f"{round(as_number(usage['metric_calls']))}"
-        calls = f"{spent}/{round(budget)} calls" if budget is not None else f"{spent} calls"
-        if as_number(usage.get("test_calls")):
-            calls += f" (+{round(as_number(usage['test_calls']))} on test)"
-        parts.append(calls)
-    cost = as_number(usage.get("cost_usd"))
-    if cost is not None:
-        parts.append(format_cost(cost))
+    usage = task.usage
+    calls = f"{usage.metric_calls}/{usage.budget} calls" if usage.budget is not None else f"{usage.metric_calls} calls"
+    if usage.test_calls:
+        calls += f" (+{usage.test_calls} on test)"
+    parts += [calls, format_cost(usage.cost_usd)]
     if retries := retries_text(usage):
         parts.append(retries)
-    if as_number(usage.get("wall_s")) is not None:
-        parts.append(fmt_duration(usage["wall_s"]))
-    status = task.get("status")
-    if status and status != "finished":
-        parts.append(plain(status, 80))
-    return f"{plain(task.get('task') or 'task', 60)}: {', '.join(parts)}"
+    parts.append(fmt_duration(usage.wall_s))
+    if task.status and task.status != "finished":
+        parts.append(plain(task.status, 80))
+    return f"{plain(task.task or 'task', 60)}: {', '.join(parts)}"
 
 
 def format_results(results: list[TaskResult], usage: Usage) -> str:
