@@ -1,4 +1,5 @@
-"""What the CLI prints about a run or an eval: the one-line task summary and cut-down model text.
+"""What the CLI prints about a run or an eval: live progress, the one-line task summary, the eval table
+and cut-down model text.
 
 Terminal text is plain (no Markdown) but still untrusted: names go through `text.plain`, which drops the
 control characters that could drive a terminal. Model outputs shown in fixed-width columns are flattened
@@ -7,7 +8,9 @@ to one line and cut by `shorten`, the one truncation helper of the CLI, the pre-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..lm import format_cost
 from ..report.model import TaskReport
@@ -15,6 +18,7 @@ from .sections import retries_text
 from .text import abbreviate, fmt_duration, fmt_percent, fmt_score, fmt_signed, plain
 
 if TYPE_CHECKING:
+    from ..engine.state import EngineState
     from ..evaluate import TaskResult
     from ..lm import Usage
 
@@ -79,3 +83,55 @@ def format_results(results: list[TaskResult], usage: Usage) -> str:
         lines.append("")
     lines.append(f"usage: {usage.summary()}")
     return "\n".join(lines)
+
+
+# -- live progress ---------------------------------------------------------------------------------------
+
+
+def progress_printer(stream: Any = None) -> Callable[[str, EngineState, int | None], None]:
+    """`tune`'s progress: a live line on a terminal; in a log (CI), one line whenever a task's best val
+    score changes, so a long run leaves a readable trail instead of thousands of rewrites."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    lines: dict[str, str] = {}
+    last_best: dict[str, float] = {}
+    done: set[str] = set()
+
+    def show(name: str, state: EngineState, budget: int | None) -> None:
+        if not state.candidates:
+            return
+        best = state.best().val_mean
+        cost = sum(m.get("cost_usd", 0.0) for m in state.usage.values())
+        calls = f"{state.metric_calls}/{budget}" if budget is not None else str(state.metric_calls)
+        lines[name] = f"{name}: best val {best:.3f}  calls {calls}  ${cost:.4f}  round {state.iteration}"
+        if tty:
+            stream.write("\r\033[K" + "   ".join(lines.values()))
+            if state.finished:
+                stream.write("\n")
+            stream.flush()
+        elif last_best.get(name) != best or (state.finished and name not in done):
+            last_best[name] = best
+            if state.finished:
+                done.add(name)
+            stream.write(lines[name] + ("  (done)" if state.finished else "") + "\n")
+            stream.flush()
+
+    return show
+
+
+def terminal_progress(stream: Any = None) -> Callable[[str, int, int], None] | None:
+    """`eval`'s progress: a one-line display that rewrites itself, only when a person is watching a
+    terminal (piped or logged output stays clean)."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return None
+    state: dict[str, tuple[int, int]] = {}
+
+    def show(name: str, done: int, total: int) -> None:
+        state[name] = (done, total)
+        line = "  ".join(f"{n}: {d}/{t}" for n, (d, t) in state.items())
+        finished = all(d == t for d, t in state.values())
+        stream.write(f"\r  scored {line}" + ("\n" if finished else ""))
+        stream.flush()
+
+    return show
