@@ -344,6 +344,6 @@ def raise_for(result: TuneResult) -> None:
                        f"are in {Path(result.run.path) / 'events.jsonl'}")
 
 
-def rerender(workspace: Workspace, run: RunDir) -> dict[str, Any]:
+def rerender(workspace: Workspace, run: RunDir) -> Report:
     """Rebuild report.json and report.md of an existing run from its checkpoints."""
     return write_reports(workspace, run, workspace.select(run.read_meta()["tasks"]), {})
