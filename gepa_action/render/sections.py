@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 
 from ..lm import RETRY_KINDS, format_retries
-from ..report.model import Best, Counts, Row, Scores, Step, TaskReport, Usage
+from ..report.model import Best, Counts, Row, Scores, Step, TaskReport, TestScore, Usage
 from ..task import mean
 from .text import code_block, fmt_count, fmt_percent, fmt_score, fmt_signed, inline, quote
 
@@ -55,7 +55,7 @@ def score_rows(task: TaskReport) -> list[list[str]]:
         size = task.split_sizes.get(split)
         label = f"{split} ({size})" if size is not None else split
         change = fmt_signed(part.delta)
-        ci = getattr(part, "ci95", None)
+        ci = part.ci95 if isinstance(part, TestScore) else None  # only the test split has an interval
         if ci is not None:
             change += f" [{fmt_signed(ci.low)}, {fmt_signed(ci.high)}]"
         rows.append([label, fmt_score(part.seed), fmt_score(part.best), change])
