@@ -204,8 +204,8 @@ def check(obj: Context, tasks: tuple[str, ...]) -> None:
 def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool, no_cache: bool,
                  update_baseline: bool, local: bool) -> None:
     """Score the current prompts on an eval split, per instance, with the aggregate."""
-    from .render.terminal import format_results
-    from .scoring import run_eval, terminal_progress
+    from .render.terminal import format_results, terminal_progress
+    from .scoring import run_eval
 
     workspace = obj.load(local=local)
     selected = workspace.select(tasks)
@@ -270,7 +270,8 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
     Create the file .gepa/runs/RUN_ID/STOP to end a run after its current step.
     Exit codes: 0 finished, 1 the run failed (report written), 2 bad input, 130 interrupted (resumable).
     """
-    from .tune import TuneOptions, progress_printer, raise_for, run_tune
+    from .render.terminal import progress_printer
+    from .tune import TuneOptions, raise_for, run_tune
 
     if resume and not local:  # a --local run resumes on the local models without being told again
         from .tune import resumes_local
@@ -323,7 +324,8 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
     Outputs go to $GITHUB_OUTPUT and a summary to $GITHUB_STEP_SUMMARY when those are set.
     """
     from .action import ActionOptions, Threshold, run_action
-    from .tune import TuneOptions, progress_printer, raise_for, run_tune
+    from .render.terminal import progress_printer
+    from .tune import TuneOptions, raise_for, run_tune
     from .workspace import find_config
 
     names = tuple(n for part in tasks for n in part.replace(",", " ").split())

@@ -6,7 +6,6 @@ Not to be confused with `evals.py`, which loads and splits the eval sets this mo
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,20 +68,3 @@ def run_eval(workspace: Workspace, tasks: list[Task], split: str, *, use_cache: 
         return await evaluate_tasks(tasks, split, lm, progress), lm.usage
 
     return with_client(workspace, work, use_cache=use_cache)
-
-
-def terminal_progress(stream: Any = None) -> Callable[[str, int, int], None] | None:
-    """A one-line progress display that rewrites itself, only when a person is watching a terminal."""
-    stream = stream or sys.stderr
-    if not stream.isatty():
-        return None
-    state: dict[str, tuple[int, int]] = {}
-
-    def show(name: str, done: int, total: int) -> None:
-        state[name] = (done, total)
-        line = "  ".join(f"{n}: {d}/{t}" for n, (d, t) in state.items())
-        finished = all(d == t for d, t in state.values())
-        stream.write(f"\r  scored {line}" + ("\n" if finished else ""))
-        stream.flush()
-
-    return show

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -321,36 +320,6 @@ def write_templates(workspace: Workspace, report: Report) -> list[str]:
     return written
 
 
-def progress_printer(stream: Any = None) -> ProgressFn:
-    """A live line on a terminal; in a log (CI), one line whenever a task's best val score changes."""
-    stream = stream or sys.stderr
-    tty = stream.isatty()
-    lines: dict[str, str] = {}
-    last_best: dict[str, float] = {}
-    done: set[str] = set()
-
-    def show(name: str, state: EngineState, budget: int | None) -> None:
-        if not state.candidates:
-            return
-        best = state.best().val_mean
-        cost = sum(m.get("cost_usd", 0.0) for m in state.usage.values())
-        calls = f"{state.metric_calls}/{budget}" if budget is not None else str(state.metric_calls)
-        lines[name] = f"{name}: best val {best:.3f}  calls {calls}  ${cost:.4f}  round {state.iteration}"
-        if tty:
-            stream.write("\r\033[K" + "   ".join(lines.values()))
-            if state.finished:
-                stream.write("\n")
-            stream.flush()
-        elif last_best.get(name) != best or (state.finished and name not in done):
-            last_best[name] = best
-            if state.finished:
-                done.add(name)
-            stream.write(lines[name] + ("  (done)" if state.finished else "") + "\n")
-            stream.flush()
-
-    return show
-
-
 def raise_for(result: TuneResult) -> None:
     """After printing, turn a failed run into its exit code (the report is already written)."""
     disk = (RunWriteError, CacheFull)  # the run stopped because a write failed: resuming continues it
@@ -368,6 +337,6 @@ def raise_for(result: TuneResult) -> None:
                        f"are in {Path(result.run.path) / 'events.jsonl'}")
 
 
-def rerender(workspace: Workspace, run: RunDir) -> dict[str, Any]:
+def rerender(workspace: Workspace, run: RunDir) -> Report:
     """Rebuild report.json and report.md of an existing run from its checkpoints."""
     return write_reports(workspace, run, workspace.select(run.read_meta()["tasks"]), {})

@@ -217,7 +217,7 @@ def test_ctrl_c_mid_run_keeps_every_answer_already_paid_for(tmp_path, openai_ser
 def test_progress_line_on_a_terminal_only():
     import io
 
-    from gepa_action.scoring import terminal_progress
+    from gepa_action.render.terminal import terminal_progress
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:

@@ -21,6 +21,7 @@ from gepa_action.engine.reasons import Stop, StopReason
 from gepa_action.engine.state import Candidate, EngineState, Pending, TraceRecord
 from gepa_action.render.pr_body import render_pr_body
 from gepa_action.render.report_md import render_report
+from gepa_action.report.model import Report
 
 
 @pytest.fixture
@@ -75,8 +76,9 @@ def test_stopped_children_never_join_the_pool_and_the_report_says_how_much_of_va
     proposals = [e for e in events_of(root) if e["event"] == "proposal"]
     assert sum(1 for e in proposals if e["accepted"]) == task["proposals"]["accepted"] == len(task["candidates"]) - 1
     assert any("not better on val so far" in (e.get("reason") or "") for e in proposals)
-    # People read it in report.md and in the PR body.
-    for text in (render_report(report), render_pr_body(report, applied=[], threshold="0.01").text):
+    # People read it in report.md and in the PR body, rendered from the typed report the run printed.
+    typed = Report.from_json(report)
+    for text in (render_report(typed), render_pr_body(typed, applied=[], threshold="0.01").text):
         assert f"scored on all {val_size} val instances" in text and "stopped after" in text
     assert task["usage"]["metric_calls"] <= 300
 

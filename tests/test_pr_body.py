@@ -1,19 +1,23 @@
 """The pull-request body and job summary: content, the size ladder, and how GitHub's Markdown renders them.
 
+Reports are built as report.json data and reach the renderers only through the model's reader
+(`tests/fakes/report_factory.py`), so each is one `load` would accept.
+
 Rendering goes through cmark-gfm (GitHub's own parser, via `cmarkgfm`) with raw HTML allowed, so a tag
 smuggled in by eval data would show up as a tag in the HTML, and a broken table as a wrong row count.
 """
 
 from __future__ import annotations
 
-import copy
 import html
 import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import cmarkgfm
 import pytest
+from fakes.report_factory import report_from_json, report_of, task_report
 
 from gepa_action.render.pr_body import (
     LADDER,
@@ -24,6 +28,7 @@ from gepa_action.render.pr_body import (
     render_pr_body,
 )
 from gepa_action.render.text import ZWSP
+from gepa_action.report.model import Instances, Models, Report, Scores
 
 LIMIT = 65_536
 THRESHOLD = "test delta 95% CI lower bound > +0"
@@ -68,6 +73,7 @@ def make_task(name: str = "triage", *, test: int = 3, val: int = 2, output: str 
         "description": "Route support tickets to a queue.",
         "status": "finished",
         "stop_reason": "metric-call budget",
+        "stop_code": "budget",
         "eval_set": {"name": "tickets", "version": "1.2", "sha256": "3f2a9c0b1d2e" + "b" * 52, "path": "evals/t.jsonl"},
         "models": {"task": "gpt-4o-mini", "reflection": "gpt-4o", "judge": None},
         "modules": ["prompts/triage/system.j2"],
@@ -102,30 +108,38 @@ def make_task(name: str = "triage", *, test: int = 3, val: int = 2, output: str 
         "history": [{"metric_calls": 14, "best_val": 0.5}, {"metric_calls": 40, "best_val": 0.71},
                     {"metric_calls": 120, "best_val": 0.8571}],
         "candidates": [
-            {"candidate": 0, "parents": [], "origin": "seed", "module": None, "val_score": 0.5, "iteration": 0},
-            {"candidate": 3, "parents": [0], "origin": "reflection", "module": "m", "val_score": 0.71, "iteration": 2},
-            {"candidate": 5, "parents": [0], "origin": "reflection", "module": "m", "val_score": 0.6, "iteration": 4},
+            {"candidate": 0, "parents": [], "origin": "seed", "module": None, "val_score": 0.5,
+             "val_instances": val, "iteration": 0},
+            {"candidate": 3, "parents": [0], "origin": "reflection", "module": "m", "val_score": 0.71,
+             "val_instances": val, "iteration": 2},
+            {"candidate": 5, "parents": [0], "origin": "reflection", "module": "m", "val_score": 0.6,
+             "val_instances": val, "iteration": 4},
             {"candidate": 7, "parents": [3], "origin": "reflection", "module": "m", "val_score": 0.8571,
-             "iteration": 6},
+             "val_instances": val, "iteration": 6},
         ],
-        "proposals": {"total": 10, "accepted": 3},
+        "proposals": {"total": 10, "accepted": 3, "rejected_invalid": {}, "rejected_not_better": 7,
+                      "stopped_on_val": 0, "dropped": 0, "skipped_perfect": 0, "repeats": 0,
+                      "merges": {"tried": 0, "accepted": 0}},
+        "val_scoring": {"val_size": val, "pool_on_all_of_val": 3, "winner_val_instances": val, "stopped": [],
+                        "calls_saved": 0},
         "errors": [],
         "usage": {"metric_calls": 288, "budget": 300, "test_calls": 2 * test, "reflection_calls": 11,
                   "requests": 400, "cached": 20, "prompt_tokens": 123456, "completion_tokens": 7890,
-                  "cost_usd": 0.0123, "wall_s": 42.1},
+                  "cost_usd": 0.0123, "retries": 0, "retries_by_kind": {}, "wall_s": 42.1, "search_wall_s": 30.0},
     }
     task.update(overrides)
     return task
 
 
-def make_report(*tasks: dict[str, Any]) -> dict[str, Any]:
-    return {"schema": 1, "run_id": "20261125-101500-3f2a", "status": "finished",
-            "options": {"seed": 7, "budget": 300, "strategy": "pareto", "minibatch": 3, "parallel": 1,
-                        "max_merges": 5},
-            "tasks": list(tasks) or [make_task()]}
+def make_report(*tasks: dict[str, Any]) -> Report:
+    return report_from_json({
+        "schema": 1, "run_id": "20261125-101500-3f2a", "status": "finished", "started_at": None,
+        "finished_at": None,
+        "options": {"seed": 7, "budget": 300, "strategy": "pareto", "minibatch": 3, "parallel": 1, "max_merges": 5},
+        "tasks": list(tasks) or [make_task()]})
 
 
-def body(report: dict[str, Any] | None = None, applied: tuple[str, ...] = ("triage",), **kwargs: Any):
+def body(report: Report | None = None, applied: tuple[str, ...] = ("triage",), **kwargs: Any):
     kwargs.setdefault("run_url", RUN_URL)
     kwargs.setdefault("full_report", FULL)
     return render_pr_body(report or make_report(), applied=applied, threshold=THRESHOLD, **kwargs)
@@ -257,19 +271,19 @@ def test_nothing_applied() -> None:
     assert "### Template change" not in result.text
 
 
+# States the model can hold, built from a real report (route_v1); the ones it cannot hold (a section that
+# is null, a missing key, junk in a row) are refused by `load`: test_report_model.py.
 @pytest.mark.parametrize("change", [
-    lambda t: t["scores"].update(test=None),
-    lambda t: t.update(best=None, lineage=[], history=[], candidates=[], instances=[]),
-    lambda t: t.update(usage=None, counts=None, eval_set=None, models=None, split_sizes=None, scores=None),
-    lambda t: [t.pop(key) for key in list(t) if key != "task"],
-    lambda t: t["instances"].append({"id": None, "split": "test", "before": None, "after": "junk"}),
-])
-def test_missing_parts_do_not_crash(change: Any) -> None:
-    task = copy.deepcopy(make_task())
-    change(task)
-    result = body(make_report(task))
+    lambda t: replace(t, scores=replace(t.scores, test=None)),
+    lambda t: replace(t, best=None, lineage=[], history=[], candidates=[], instances=Instances()),
+    lambda t: replace(t, models=Models(None, None, None), split_sizes={}, scores=Scores(None, None)),
+    lambda t: replace(t, status="interrupted", stop_reason=None, stop_code=None),
+], ids=["no test split", "no candidate at all", "nothing scored", "unfinished"])
+def test_optional_parts_absent_still_render(change: Any) -> None:
+    task = change(task_report())
+    result = body(report_of(task), applied=(task.task,))
     assert result.text.startswith(MARKER + "\n") and not result.truncated
-    assert render_job_summary(make_report(task), applied=["triage"], threshold=THRESHOLD, operation="created",
+    assert render_job_summary(report_of(task), applied=[task.task], threshold=THRESHOLD, operation="created",
                               pr_url=None).startswith("## gepa-tune run")
 
 
@@ -313,8 +327,9 @@ def test_three_hundred_test_instances_with_long_outputs_fit() -> None:
 def test_monstrous_report_fits_with_a_note_and_the_full_report_link() -> None:
     diff = "".join(f"+line {i} of a prompt that grew far too long `x` @user closes #{i}\n" for i in range(3500))
     assert len(diff) > 200_000
-    report = make_report(make_task(test=5000, val=3000, output="y" * 600, diff=diff))
-    report["tasks"][0]["lineage"][1]["rationale"] = "r" * 50_000
+    task = make_task(test=5000, val=3000, output="y" * 600, diff=diff)
+    task["lineage"][1]["rationale"] = "r" * 50_000
+    report = make_report(task)
     start = time.perf_counter()
     result = body(report)
     elapsed = time.perf_counter() - start
@@ -413,7 +428,7 @@ def test_renders_as_github_tables_inside_details() -> None:
 def test_hostile_eval_data_renders_harmless() -> None:
     task = make_task(HOSTILE, test=4, val=2, description=HOSTILE, status="finished",
                      models={"task": "@evil/model", "reflection": "<b>x</b>", "judge": "closes #4"},
-                     eval_set={"name": "@org/team", "version": "#4", "sha256": "<script>"})
+                     eval_set={"name": "@org/team", "version": "#4", "sha256": "<script>", "path": "#7"})
     for row in task["instances"]:
         row.update(id=f"{row['id']} {HOSTILE}", output_before=HOSTILE, output_after="</details>\n```\n" + HOSTILE)
     task["lineage"][1].update(rationale=HOSTILE + "\n```\n</details>\n@everyone closes #2",
@@ -422,8 +437,7 @@ def test_hostile_eval_data_renders_harmless() -> None:
     task["best"].update(diff="+ closes #1 @someone\n+```\n+</details>\n+<script>alert(3)</script>\n",
                         changed_modules=["@who #9"])
     kept = make_task("@org/kept closes #5", description=HOSTILE, status="failed: " + HOSTILE)
-    report = make_report(task, kept)
-    report["run_id"] = "@run #1"
+    report = replace(make_report(task, kept), run_id="@run #1")
     markdown = render_pr_body(report, applied=[HOSTILE], threshold=THRESHOLD + " @admin #3", run_url=RUN_URL,
                               full_report=FULL).text
     page = render(markdown)

@@ -1,17 +1,23 @@
-"""Markdown escaping of untrusted text, and the run report rendered from a report.json dict."""
+"""Markdown escaping of untrusted text, and the run report rendered from the typed report.
+
+The task builders write report.json data (as the engine writes it) and hand it to the renderers only
+through the model's reader (`tests/fakes/report_factory.py`), so every report rendered here is one
+`load` would accept; states the model cannot hold are tested as refusals in test_report_model.py."""
 
 from __future__ import annotations
 
-import copy
 import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from fakes.report_factory import report_from_json, report_of, task_from_json, task_report
 
 from gepa_action.render.report_md import render_report, render_task
 from gepa_action.render.terminal import render_summary_line
 from gepa_action.render.text import ZWSP, code_block, details, html_text, inline, plain, quote, table
+from gepa_action.report.model import Instances, Models, Report, Scores
 
 # GitHub's closing keywords followed by something it treats as an issue reference.
 CLOSING = re.compile(r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\b:?\s+(?:[\w.-]+/[\w.-]+)?#\d+")
@@ -153,7 +159,9 @@ def make_task(**overrides: Any) -> dict[str, Any]:
         "description": "Route support tickets to a queue.",
         "status": "finished",
         "stop_reason": "metric-call budget: the next step needs 17 calls, 9 are left",
-        "eval_set": {"name": "tickets", "version": "1.0", "sha256": "3f2a9c0b1d2e" + "a" * 52},
+        "stop_code": "budget",
+        "eval_set": {"name": "tickets", "version": "1.0", "sha256": "3f2a9c0b1d2e" + "a" * 52,
+                     "path": "evals/tickets.jsonl"},
         "models": {"task": "gpt-4o-mini", "reflection": "gpt-4o", "judge": None},
         "modules": ["prompts/triage/system.j2", "prompts/triage/user.j2"],
         "optimized": ["prompts/triage/system.j2"],
@@ -194,32 +202,36 @@ def make_task(**overrides: Any) -> dict[str, Any]:
         "history": [{"metric_calls": 14, "best_val": 0.5}, {"metric_calls": 40, "best_val": 0.71},
                     {"metric_calls": 80, "best_val": 0.71}, {"metric_calls": 120, "best_val": 0.8571}],
         "candidates": [
-            {"candidate": 0, "parents": [], "origin": "seed", "module": None, "val_score": 0.5, "iteration": 0},
+            {"candidate": 0, "parents": [], "origin": "seed", "module": None, "val_score": 0.5,
+             "val_instances": 14, "iteration": 0},
             {"candidate": 3, "parents": [0], "origin": "reflection", "module": "prompts/triage/system.j2",
-             "val_score": 0.71, "iteration": 2},
+             "val_score": 0.71, "val_instances": 14, "iteration": 2},
             {"candidate": 5, "parents": [0], "origin": "reflection", "module": "prompts/triage/user.j2",
-             "val_score": 0.64, "iteration": 4},
+             "val_score": 0.64, "val_instances": 14, "iteration": 4},
             {"candidate": 7, "parents": [3, 5], "origin": "merge", "module": None, "val_score": 0.8571,
-             "iteration": 6},
+             "val_instances": 14, "iteration": 6},
         ],
         "proposals": {"total": 20, "accepted": 5, "rejected_invalid": {"no fenced block": 2, "changes variables": 1},
-                      "rejected_not_better": 9, "skipped_perfect": 3, "repeats": 0,
-                      "merges": {"tried": 2, "accepted": 1}},
+                      "rejected_not_better": 9, "stopped_on_val": 0, "dropped": 0, "skipped_perfect": 3,
+                      "repeats": 0, "merges": {"tried": 2, "accepted": 1}},
+        "val_scoring": {"val_size": 14, "pool_on_all_of_val": 4, "winner_val_instances": 14, "stopped": [],
+                        "calls_saved": 0},
         "errors": ["reflection model gpt-4o: HTTP 503 at http://localhost:8080/v1: upstream unavailable"],
-        "usage": {"metric_calls": 288, "budget": 300, "test_calls": 30, "reflection_calls": 21,
-                  "prompt_tokens": 123456, "completion_tokens": 7890, "cost_usd": 0.0123, "wall_s": 42.1},
+        "usage": {"metric_calls": 288, "budget": 300, "test_calls": 30, "reflection_calls": 21, "requests": 330,
+                  "cached": 0, "prompt_tokens": 123456, "completion_tokens": 7890, "cost_usd": 0.0123, "retries": 0,
+                  "retries_by_kind": {}, "wall_s": 42.1, "search_wall_s": 30.5},
     }
     task.update(overrides)
     return task
 
 
-def make_report(*tasks: dict[str, Any]) -> dict[str, Any]:
-    return {
+def make_report(*tasks: dict[str, Any]) -> Report:
+    return report_from_json({
         "schema": 1, "run_id": "20261125-101500-3f2a", "status": "finished",
         "started_at": "2026-11-25T10:15:00Z", "finished_at": "2026-11-25T10:16:42Z",
         "options": {"seed": 0, "budget": None, "strategy": "pareto", "minibatch": 3, "parallel": 1, "max_merges": 5},
         "tasks": list(tasks) or [make_task()],
-    }
+    })
 
 
 def section(text: str, heading: str) -> str:
@@ -263,10 +275,10 @@ def test_summary_table_and_verdict() -> None:
 def test_verdict_when_the_interval_contains_zero_or_is_negative() -> None:
     task = make_task()
     task["scores"]["test"]["ci95"].update(low=-0.1, high=0.4)
-    assert "is not distinguishable from zero at 95%" in render_task(task)
+    assert "is not distinguishable from zero at 95%" in render_task(task_from_json(task))
     task["scores"]["test"].update(delta=-0.3)
     task["scores"]["test"]["ci95"].update(low=-0.5, high=-0.1)
-    assert "The loss of -0.300 on the test split is distinguishable from zero" in render_task(task)
+    assert "The loss of -0.300 on the test split is distinguishable from zero" in render_task(task_from_json(task))
 
 
 def test_diff_stop_reason_and_errors() -> None:
@@ -323,15 +335,18 @@ def test_proposals_and_usage() -> None:
     assert "- 21 reflection calls" in md
     assert "- tokens: 123,456 prompt + 7,890 completion" in md
     assert "- cost $0.0123, wall time 42.1 s" in md
+    assert "- 330 model requests\n" in md and "retries" not in md  # no cache hits, no retries: not mentioned
 
 
 def test_summary_line() -> None:
-    assert render_summary_line(make_task()) == (
+    assert render_summary_line(task_from_json(make_task())) == (
         "triage: val 0.500 → 0.857, test 0.467 → 0.800 (+0.333, 95% CI +0.133…+0.533), 288/300 calls "
         "(+30 on test), $0.0123, 42.1 s")
-    line = render_summary_line(make_task(task="tri\x1b[2Jage", status="interrupted", usage={"metric_calls": 12},
-                                         scores={"val": {"seed": 0.5, "best": 0.5}, "test": None}))
-    assert line == "tri[2Jage: val 0.500 → 0.500, no test split, 12 calls, interrupted"
+    task = make_task(task="tri\x1b[2Jage", status="interrupted",
+                     scores={"val": {"seed": 0.5, "best": 0.5, "delta": 0.0}, "test": None})
+    task["usage"].update(metric_calls=12, budget=None, test_calls=0, cost_usd=0.0, wall_s=0.4)
+    line = render_summary_line(task_from_json(task))
+    assert line == "tri[2Jage: val 0.500 → 0.500, no test split, 12 calls, $0, 0.4 s, interrupted"
 
 
 def test_hostile_text_everywhere_is_rendered_harmless() -> None:
@@ -342,7 +357,7 @@ def test_hostile_text_everywhere_is_rendered_harmless() -> None:
         errors=[HOSTILE, "closes #9"],
         status="failed: " + HOSTILE,
         models={"task": "@evil/model", "reflection": "<b>x</b>", "judge": "www.x.io"},
-        eval_set={"name": "@org/team", "version": "#4", "sha256": "<script>"},
+        eval_set={"name": "@org/team", "version": "#4", "sha256": "<script>", "path": "@x/y#5"},
         optimized=["@a/b#1"],
     )
     task["instances"] = [
@@ -356,9 +371,7 @@ def test_hostile_text_everywhere_is_rendered_harmless() -> None:
     task["proposals"]["rejected_invalid"] = {HOSTILE: 1}
     task["best"]["changed_modules"] = ["@who"]
     task["best"]["diff"] = "+ closes #1 @someone\n+```\n+````\n"
-    report = make_report(task)
-    report["run_id"] = "@run #1"
-    report["options"] = {"@opt": "<i>"}
+    report = replace(make_report(task), run_id="@run #1", options={"@opt": "<i>"})
     md = render_report(report)
 
     # Only the fenced blocks may hold raw text; everything outside them must be harmless.
@@ -377,26 +390,28 @@ def test_hostile_text_everywhere_is_rendered_harmless() -> None:
         assert re.fullmatch(r"c\d+ [a-z-]+ (?:\d\.\d{3}|n/a)", label), label
 
 
+# States the model can hold, built from a real report (route_v1); the ones it cannot hold (a section that
+# is null, a missing key, junk in a row) are refused by `load`: test_report_model.py.
 @pytest.mark.parametrize(
     "change",
     [
-        lambda t: t["scores"].update(test=None),
-        lambda t: t["scores"]["test"].update(ci95=None),
-        lambda t: t["best"].update(diff=""),
-        lambda t: t.update(best=None, lineage=[], history=[], candidates=[], instances=[]),
-        lambda t: t.update(errors=[], stop_reason=None, proposals=None, usage=None, counts=None),
-        lambda t: t.update(eval_set=None, models=None, split_sizes=None, scores=None),
-        lambda t: [t.pop(key) for key in list(t) if key != "task"],
-        lambda t: t["usage"].update(budget=None, cost_usd=None, wall_s=7384),
-        lambda t: t["instances"].append({"id": None, "split": "test", "before": None, "after": "junk"}),
+        lambda t: replace(t, scores=replace(t.scores, test=None)),
+        lambda t: replace(t, scores=replace(t.scores, test=replace(t.scores.test, ci95=None))),
+        lambda t: replace(t, best=replace(t.best, diff="")),
+        lambda t: replace(t, best=None, lineage=[], history=[], candidates=[], instances=Instances()),
+        lambda t: replace(t, errors=[], stop_reason=None, stop_code=None, status="interrupted"),
+        lambda t: replace(t, models=Models(None, None, None), split_sizes={}, scores=Scores(None, None)),
+        lambda t: replace(t, usage=replace(t.usage, budget=None, search_wall_s=None, wall_s=7384)),
+        lambda t: replace(t, instances=Instances(test=t.instances.test)),
     ],
+    ids=["no test split", "no interval", "seed stayed best", "no candidate at all", "unfinished",
+         "nothing scored", "no budget", "no val rows"],
 )
-def test_missing_optional_parts_do_not_crash(change: Any) -> None:
-    task = copy.deepcopy(make_task())
-    change(task)
-    md = render_report(make_report(task))
-    assert md.startswith("# gepa-tune run ")
-    assert render_summary_line(task).startswith("triage: ")
+def test_optional_parts_absent_still_render(change: Any) -> None:
+    task = change(task_report())
+    md = render_report(report_of(task))
+    assert md.startswith("# gepa-tune run ") and f"\n## {task.task}" in md
+    assert render_summary_line(task).startswith(f"{task.task}: ")
 
 
 def test_missing_parts_say_so() -> None:
@@ -404,20 +419,25 @@ def test_missing_parts_say_so() -> None:
     task["scores"]["test"] = None
     task["best"]["diff"] = ""
     task.update(errors=[], stop_reason=None)
-    md = render_task(task)
+    md = render_task(task_from_json(task))
     assert "No test split: the numbers above are on the validation split" in md
     assert "No change: the seed stayed best." in md
     assert "Errors" not in md and "Stopped" not in md
-    assert render_report({"run_id": "x", "tasks": []}).endswith("No task produced a result.\n")
+    assert render_report(report_of()).endswith("No task produced a result.\n")
+    nothing = render_task(replace(task_report(), best=None, scores=Scores(None, None)))
+    assert "No scores were recorded." in nothing and "No best candidate was recorded." in nothing
+    long = render_task(replace(task_report(), usage=replace(task_report().usage, budget=None, wall_s=7384)))
+    assert "wall time 2 h 3 min" in long and "of a budget" not in long
 
 
 def test_long_runs_stay_compact() -> None:
     task = make_task()
     task["history"] = [{"metric_calls": i, "best_val": i / 1000} for i in range(1000)]
     task["candidates"] = [{"candidate": i, "parents": [max(0, i - 1)] if i else [], "origin": "reflection",
-                           "val_score": 0.5} for i in range(200)]
+                           "module": None, "val_score": 0.5, "val_instances": 14, "iteration": i}
+                          for i in range(200)]
     task["errors"] = [f"error {i}" for i in range(50)]
-    md = render_task(task)
+    md = render_task(task_from_json(task))
     x_axis = next(line for line in md.split("\n") if "x-axis" in line)
     assert x_axis.count(",") == 49 and x_axis.endswith(', "999"]')
     assert "Showing the 3 candidates on the best's lineage, of 200." in md

@@ -24,10 +24,10 @@ THRESHOLD = "test gain with its 95% CI low bound above 0"  # as in tests/data/re
 FIXTURES = ("route_v1", "two_modules_v1")
 
 
-def renderings(report: Report | dict) -> dict[str, str]:
+def renderings(report: Report) -> dict[str, str]:
     """Every rendering of a report, keyed like the fixture files of tests/data/reports."""
-    tasks = report.tasks if isinstance(report, Report) else report["tasks"]
-    names = [t.task if isinstance(report, Report) else t["task"] for t in tasks]
+    tasks = report.tasks
+    names = [t.task for t in tasks]
     return {
         "report.md": render_report(report),
         "pr_body.md": render_pr_body(report, applied=names, threshold=THRESHOLD,
@@ -139,6 +139,36 @@ def test_a_malformed_report_names_the_key_and_what_is_wrong(tmp_path: Path, chan
     error = _refusal(tmp_path, json.dumps(data))
     assert error.key == key and what in str(error), str(error)
     assert "gepa-tune report" in str(error) or "upgrade" in str(error)  # what to do about it
+
+
+# What the renderers used to be asked to survive (report.md, PR body, job summary, terminal line), now
+# stopped at the door: such a report.json never reaches them, and the user gets one line naming the key.
+@pytest.mark.parametrize(("change", "key", "what"), [
+    (lambda t: t.update(proposals=None), "tasks[0].proposals", "expected an object, got null"),
+    (lambda t: t.update(usage=None), "tasks[0].usage", "expected an object, got null"),
+    (lambda t: t.update(counts=None), "tasks[0].counts", "expected an object, got null"),
+    (lambda t: t.update(eval_set=None), "tasks[0].eval_set", "expected an object, got null"),
+    (lambda t: t.update(models=None), "tasks[0].models", "expected an object, got null"),
+    (lambda t: t.update(split_sizes=None), "tasks[0].split_sizes", "expected an object, got null"),
+    (lambda t: t.update(scores=None), "tasks[0].scores", "expected an object, got null"),
+    (lambda t: [t.pop(key) for key in list(t) if key != "task"], "tasks[0].description", "missing"),
+    (lambda t: t["usage"].update(cost_usd=None), "tasks[0].usage.cost_usd", "expected a number, got null"),
+    (lambda t: t["instances"].append({"id": None, "split": "test", "before": None, "after": "junk"}),
+     "tasks[0].instances[43].id", "expected a string, got null"),
+    (lambda t: t["lineage"].append("junk"), "tasks[0].lineage[4]", "expected an object, got a string"),
+    (lambda t: t.update(candidates={}), "tasks[0].candidates", "expected a list, got an object"),
+    (lambda t: t["history"][0].update(best_val="0.5"), "tasks[0].history[0].best_val",
+     "expected a number, got a string"),
+    (lambda t: t["usage"]["retries_by_kind"].update(timeout="3"), "tasks[0].usage.retries_by_kind.timeout",
+     "expected an integer, got a string"),
+], ids=["proposals null", "usage null", "counts null", "eval_set null", "models null", "split_sizes null",
+        "scores null", "only the name", "cost null", "junk row", "junk lineage step", "candidates object",
+        "score as text", "retry count as text"])
+def test_a_report_the_renderers_could_not_show_is_refused(tmp_path: Path, change, key: str, what: str) -> None:
+    data = _fixture_data()
+    change(data["tasks"][0])
+    error = _refusal(tmp_path, json.dumps(data))
+    assert error.key == key and what in str(error), str(error)
 
 
 @pytest.mark.parametrize(("text", "what"), [

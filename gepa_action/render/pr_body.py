@@ -1,6 +1,6 @@
 """The pull-request body the Action opens with the evolved prompts, and the shorter job summary.
 
-Input is the report as the engine wrote it (see `report/model.py`); nothing is recomputed, so the PR says
+Input is the typed report as the engine wrote it (`report/model.py`); nothing is recomputed, so the PR says
 exactly what `report.md` says, and the blocks both show (score table and verdict, template change,
 lineage, charts) come from `sections.py`. Eval data, model outputs, rationales, templates, diffs and even
 task and model names are untrusted: every piece goes through `text.py` (diffs in a fence they cannot
@@ -24,24 +24,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..lm.client import format_cost
-from ..report.model import as_data, blocker
+from ..report.model import Report, Row, TaskReport
 from .sections import (
     ID_LIMIT,
-    Row,
     charts,
     diff_intro,
     lineage_section,
-    list_at,
-    mapping_at,
     moved_rows,
     retries_text,
-    row_delta,
     score_rows,
     template_change,
     test_verdict,
     val_scoring_line,
 )
-from .text import GITHUB_LIMIT, as_number, code_block, details, fmt_count, fmt_score, fmt_signed, inline, plain, table
+from .text import GITHUB_LIMIT, code_block, details, fmt_count, fmt_score, fmt_signed, inline, plain, table
 
 MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
 # Kept free below `limit`, on top of the pessimistic count of `github_length`: room for a human or a
@@ -110,7 +106,7 @@ def github_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2 + text.count("\n")
 
 
-def render_pr_body(report: Mapping[str, Any], *, applied: Collection[str], threshold: str,
+def render_pr_body(report: Report, *, applied: Collection[str], threshold: str,
                    run_url: str | None = None, full_report: str | None = None, limit: int = GITHUB_LIMIT) -> PRBody:
     """The Markdown body of the pull request that applies the evolved templates of the tasks in `applied`.
 
@@ -119,23 +115,21 @@ def render_pr_body(report: Mapping[str, Any], *, applied: Collection[str], thres
     when anything was cut. The text always has `github_length(text) <= limit - SAFETY_MARGIN` (so also
     `len(text) <= limit`), whatever the size of the report.
     """
-    report = as_data(report)
     if limit < MIN_LIMIT:
         raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
     return _Body(report, set(applied), threshold, run_url, full_report, limit).fit(limit - SAFETY_MARGIN)
 
 
-def render_job_summary(report: Mapping[str, Any], *, applied: Collection[str], threshold: str, operation: str,
+def render_job_summary(report: Report, *, applied: Collection[str], threshold: str, operation: str,
                        pr_url: str | None) -> str:
     """Markdown for `$GITHUB_STEP_SUMMARY`: what happened to the PR, and each task's numbers.
 
     Short on purpose (no diffs, no instances): the summary page shows every step's summary in a row, and
     the details are one click away in the PR and in report.md.
     """
-    report = as_data(report)
     applied = set(applied)
-    tasks = _tasks(report)
-    parts = [f"## gepa-tune run {inline(report.get('run_id') or 'unknown')}", _operation(operation, pr_url, applied)]
+    tasks = report.tasks
+    parts = [f"## gepa-tune run {inline(report.run_id or 'unknown')}", _operation(operation, pr_url, applied)]
     parts.append(f"A task's evolved prompts are applied when its gain clears the threshold: {inline(threshold)}.")
     for task in tasks:
         name = _name(task)
@@ -156,14 +150,14 @@ def render_job_summary(report: Mapping[str, Any], *, applied: Collection[str], t
 class _Body:
     """One report, rendered at any `Detail`; sections are cached because the ladder re-renders them."""
 
-    def __init__(self, report: Mapping[str, Any], applied: set[str], threshold: str, run_url: str | None,
+    def __init__(self, report: Report, applied: set[str], threshold: str, run_url: str | None,
                  full_report: str | None, limit: int) -> None:
         self.report = report
         self.limit = limit
         self.threshold = threshold
         self.run_url = run_url
         self.full_report = full_report
-        tasks = _tasks(report)
+        tasks = report.tasks
         self.applied = [t for t in tasks if _name(t) in applied]
         self.kept = [t for t in tasks if _name(t) not in applied]
         self.cache: dict[tuple[Any, ...], str] = {}
@@ -241,12 +235,12 @@ class _Body:
             self.cache[key] = render()
         return self.cache[key]
 
-    def _diff(self, task: Row) -> str:
+    def _diff(self, task: TaskReport) -> str:
         return self._cached(("diff", id(task)), lambda: template_change(task))
 
     def headline(self) -> str:
         """One paragraph: which tasks this PR changes and by how much on held-out data, and what it cost."""
-        run = inline(self.report.get("run_id") or "unknown")
+        run = inline(self.report.run_id or "unknown")
         if self.applied:
             shown = [f"**{inline(_name(t), NAME_LIMIT)}** ({_gain(t)})" for t in self.applied[:HEADLINE_TASKS]]
             if len(self.applied) > HEADLINE_TASKS:
@@ -260,8 +254,8 @@ class _Body:
                      f"{'their' if len(self.kept) != 1 else 'its'} seed prompts (see below).")
         text += f" Threshold: {inline(self.threshold)}."
         tasks = self.applied + self.kept
-        calls = sum(as_number(mapping_at(t, "usage").get("metric_calls")) or 0 for t in tasks)
-        cost = sum(as_number(mapping_at(t, "usage").get("cost_usd")) or 0 for t in tasks)
+        calls = sum(t.usage.metric_calls for t in tasks)
+        cost = sum(t.usage.cost_usd for t in tasks)
         text += f" Run {run}: {fmt_count(calls)} metric calls, {format_cost(cost)}."
         return text
 
@@ -275,7 +269,7 @@ class _Body:
         return _link("report.md", self.full_report) if self.full_report else ""
 
     def footer(self, cut: bool) -> str:
-        run_id = self.report.get("run_id") or "unknown"
+        run_id = self.report.run_id or "unknown"
         facts = [f"gepa-tune run {inline(run_id)}"]
         if self.run_url:
             facts.append(_link("workflow run", self.run_url))
@@ -370,16 +364,12 @@ def _cuts(detail: Detail) -> list[str]:
 # -- per task -------------------------------------------------------------------------------------------
 
 
-def _tasks(report: Mapping[str, Any]) -> list[Row]:
-    return [t for t in list_at(report, "tasks") if isinstance(t, Mapping)]
+def _name(task: TaskReport) -> str:
+    return task.task or "task"
 
 
-def _name(task: Row) -> str:
-    return str(task.get("task") or "task")
-
-
-def _task_head(task: Row, what: str) -> str:
-    description = f"\n\n{inline(task['description'], DESCRIPTION_LIMIT)}" if task.get("description") else ""
+def _task_head(task: TaskReport, what: str) -> str:
+    description = f"\n\n{inline(task.description, DESCRIPTION_LIMIT)}" if task.description else ""
     return f"## {inline(_name(task), NAME_LIMIT)}: {what}{description}"
 
 
@@ -391,28 +381,24 @@ def _and(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def _gain(task: Row) -> str:
+def _gain(task: TaskReport) -> str:
     """`test 0.467 → 0.800, +0.333, 95% CI +0.133 … +0.533` (val numbers when there is no test split)."""
-    scores = mapping_at(task, "scores")
-    test = mapping_at(scores, "test")
-    if not test:
-        val = mapping_at(scores, "val")
-        return f"val {fmt_score(val.get('seed'))} → {fmt_score(val.get('best'))}, no test split"
-    text = f"test {fmt_score(test.get('seed'))} → {fmt_score(test.get('best'))}, {fmt_signed(test.get('delta'))}"
-    ci = mapping_at(test, "ci95")
-    if ci:
-        text += f", 95% CI {fmt_signed(ci.get('low'))} … {fmt_signed(ci.get('high'))}"
+    test, val = task.scores.test, task.scores.val
+    if test is None:
+        seed, best = (val.seed, val.best) if val is not None else (None, None)
+        return f"val {fmt_score(seed)} → {fmt_score(best)}, no test split"
+    text = f"test {fmt_score(test.seed)} → {fmt_score(test.best)}, {fmt_signed(test.delta)}"
+    if test.ci95 is not None:
+        text += f", 95% CI {fmt_signed(test.ci95.low)} … {fmt_signed(test.ci95.high)}"
     return text
 
 
-def _reason(task: Row, threshold: str) -> str:
-    """Why a task's templates are not in the PR, mirroring the Action's verdict in the reviewer's words."""
-    status = str(task.get("status") or "unknown")
-    best = mapping_at(task, "best")
-    changed = bool(list_at(best, "changed_modules") or best.get("diff"))
-    why = blocker(status, changed=changed, has_test=bool(mapping_at(mapping_at(task, "scores"), "test")))
+def _reason(task: TaskReport, threshold: str) -> str:
+    """Why a task's templates are not in the PR: the Action's own verdict (`TaskReport.blocker`), in the
+    reviewer's words."""
+    why = task.blocker()
     if why == "unfinished":
-        return f"the run did not finish ({inline(status, 120)})"
+        return f"the run did not finish ({inline(task.status or 'unknown', 120)})"
     if why == "seed_best":
         return "the seed templates stayed best"
     if why == "no_test":
@@ -420,51 +406,46 @@ def _reason(task: Row, threshold: str) -> str:
     return f"the gain ({_gain(task)}) does not clear the threshold ({inline(threshold)})"
 
 
-def _summary_tables(task: Row) -> str:
+def _summary_tables(task: TaskReport) -> str:
     """Baseline against evolved per split, the test verdict, then what the run used and on what data."""
-    scores = mapping_at(task, "scores")
     rows = score_rows(task)
     blocks = [table(["split", "baseline", "evolved", "change [95% CI]"], rows, align="lrrr")] if rows else []
-    blocks.append(test_verdict(scores, mapping_at(task, "counts")) if rows else "No scores were recorded.")
+    blocks.append(test_verdict(task.scores, task.counts) if rows else "No scores were recorded.")
 
-    counts = mapping_at(task, "counts")
-    usage = mapping_at(task, "usage")
-    models = mapping_at(task, "models")
-    eval_set = mapping_at(task, "eval_set")
-    instances = (f"{fmt_count(counts.get('improved'))} improved · {fmt_count(counts.get('regressed'))} regressed · "
-                 f"{fmt_count(counts.get('unchanged'))} unchanged") if counts else "n/a"
-    calls = fmt_count(usage.get("metric_calls"))
-    if as_number(usage.get("budget")) is not None:
-        calls += f" of {fmt_count(usage['budget'])}"
-    if as_number(usage.get("test_calls")):
-        calls += f" (+{fmt_count(usage['test_calls'])} on test)"
+    counts, usage, models, eval_set = task.counts, task.usage, task.models, task.eval_set
+    instances = (f"{fmt_count(counts.improved)} improved · {fmt_count(counts.regressed)} regressed · "
+                 f"{fmt_count(counts.unchanged)} unchanged")
+    calls = fmt_count(usage.metric_calls)
+    if usage.budget is not None:
+        calls += f" of {fmt_count(usage.budget)}"
+    if usage.test_calls:
+        calls += f" (+{fmt_count(usage.test_calls)} on test)"
     if retries := retries_text(usage):  # a flaky endpoint is worth a reviewer's glance
         calls += f", {retries}"
-    tokens = f"{fmt_count(usage.get('prompt_tokens'))} + {fmt_count(usage.get('completion_tokens'))}"
-    cost = as_number(usage.get("cost_usd"))
-    used = f"{models.get('task') or '?'} / {models.get('reflection') or '?'}"
-    if models.get("judge"):
-        used += f" (judge {models['judge']})"
-    data = f"{eval_set.get('name') or '?'}@{eval_set.get('version') or '?'}" if eval_set else "n/a"
-    if eval_set.get("sha256"):
-        data += f" (sha256 {str(eval_set['sha256'])[:12]})"
+    tokens = f"{fmt_count(usage.prompt_tokens)} + {fmt_count(usage.completion_tokens)}"
+    used = f"{models.task or '?'} / {models.reflection or '?'}"
+    if models.judge:
+        used += f" (judge {models.judge})"
+    data = f"{eval_set.name or '?'}@{eval_set.version or '?'}"
+    if eval_set.sha256:
+        data += f" (sha256 {eval_set.sha256[:12]})"
     blocks.append(table(
         ["test instances", "metric calls", "tokens (prompt + completion)", "cost", "models (task / reflection)",
          "eval set"],
-        [[instances, calls, tokens, format_cost(cost) if cost is not None else "n/a", used, data]]))
+        [[instances, calls, tokens, format_cost(usage.cost_usd), used, data]]))
     scoring = val_scoring_line(task)
     if scoring:
         blocks.append(scoring)
     return "\n\n".join(blocks)
 
 
-def _cut_diff(task: Row, allowance: int) -> str:
+def _cut_diff(task: TaskReport, allowance: int) -> str:
     """The diff block in at most `allowance` counted characters: the first lines of the diff and a line
     saying how much is missing, or only that line when there is no room for a useful part."""
-    best = mapping_at(task, "best")
-    diff = str(best.get("diff") or "")
+    best = task.best
+    diff = best.diff if best is not None else ""
     full = template_change(task)
-    if github_length(full) <= allowance or not diff:
+    if github_length(full) <= allowance or best is None or not diff:
         return full
     total = diff.count("\n") + (0 if diff.endswith("\n") else 1)
     head = f"### Template change\n\n{diff_intro(best)}"
@@ -483,21 +464,20 @@ def _cut_diff(task: Row, allowance: int) -> str:
             "this description: see the full report.")
 
 
-def _instances(task: Row, detail: Detail) -> str:
+def _instances(task: TaskReport, detail: Detail) -> str:
     """Test first (it is the headline), then val; within each, regressions, improvements, unchanged."""
-    rows = [r for r in list_at(task, "instances") if isinstance(r, Mapping)]
-    if not rows:
+    if not task.instances.test and not task.instances.val:
         return ""
     blocks = ["### Per-instance scores"]
     for split, label in (("test", "Test split"), ("val", "Validation split")):
-        group = [r for r in rows if r.get("split") == split]
+        group = task.instances.rows(split)
         if not group:
             continue
         if split == "val" and not detail.val:
             blocks.append(f"{label}: {_plural(len(group), 'instance')}, not listed here.")
             continue
         regressions, gains = moved_rows(group)
-        same = sorted((r for r in group if not row_delta(r)), key=lambda r: str(r.get("id")))
+        same = sorted((r for r in group if not r.delta), key=lambda r: r.id)
         listed = regressions + gains
         notes = []
         if detail.max_rows is not None and len(listed) > detail.max_rows:
@@ -517,22 +497,21 @@ def _instances(task: Row, detail: Detail) -> str:
 
 def _instance_table(rows: Sequence[Row], outputs: int | None) -> str:
     headers = ["id", "before", "after", "change"]
-    cells = [[plain(r.get("id"), ID_LIMIT), fmt_score(r.get("before")), fmt_score(r.get("after")),
-              fmt_signed(row_delta(r))] for r in rows]
+    cells = [[plain(r.id, ID_LIMIT), fmt_score(r.before), fmt_score(r.after), fmt_signed(r.delta)] for r in rows]
     if outputs is None:
         return table(headers, cells, align="lrrr")
     for cell, row in zip(cells, rows, strict=True):
         # `table` escapes; `plain` only cuts to the length a reader sees.
-        cell += [plain(row.get("output_before"), outputs), plain(row.get("output_after"), outputs)]
+        cell += [plain(row.output_before, outputs), plain(row.output_after, outputs)]
     return table([*headers, "output before", "output after"], cells, align="lrrrll")
 
 
-def _lineage(task: Row, limit: int) -> str:
+def _lineage(task: TaskReport, limit: int) -> str:
     """Each accepted step of the winning lineage with the reflection model's stated reason, quoted."""
     return lineage_section(task, "### Why the prompt changed", limit=limit, with_seed=False)
 
 
-def _charts(task: Row) -> str:
+def _charts(task: TaskReport) -> str:
     shown = charts(task)
     return "\n\n".join(["### Search progress", *shown]) if shown else ""
 
@@ -547,11 +526,11 @@ def _link(text: str, target: str) -> str:
     return inline(target, 300)
 
 
-def _repro_command(report: Mapping[str, Any], tasks: Sequence[Row]) -> str:
+def _repro_command(report: Report, tasks: Sequence[TaskReport]) -> str:
     """`gepa-tune tune TASK... --seed N ...` with the run's options, quoted for the shell. Names are kept
     whole (an abbreviated name would not reproduce anything): the caller puts this in a `code_block`."""
     words = ["gepa-tune", "tune", *(shlex.quote(_name(t)) for t in tasks)]
-    options = mapping_at(report, "options")
+    options = report.options
     for key in _REPRO_FLAGS:
         value = options.get(key)
         if key == "seed" and value is None:

@@ -1,4 +1,5 @@
-"""What the CLI prints about a run or an eval: the one-line task summary and cut-down model text.
+"""What the CLI prints about a run or an eval: live progress, the one-line task summary, the eval table
+and cut-down model text.
 
 Terminal text is plain (no Markdown) but still untrusted: names go through `text.plain`, which drops the
 control characters that could drive a terminal. Model outputs shown in fixed-width columns are flattened
@@ -7,15 +8,17 @@ to one line and cut by `shorten`, the one truncation helper of the CLI, the pre-
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..lm.client import format_cost
-from ..report.model import as_data
-from .sections import mapping_at, retries_text
-from .text import abbreviate, as_number, fmt_duration, fmt_percent, fmt_score, fmt_signed, plain
+from ..report.model import TaskReport
+from .sections import retries_text
+from .text import abbreviate, fmt_duration, fmt_percent, fmt_score, fmt_signed, plain
 
 if TYPE_CHECKING:
+    from ..engine.state import EngineState
     from ..lm.client import Usage
     from ..scoring import TaskResult
 
@@ -30,46 +33,35 @@ def quoted(text: object, width: int) -> str:
     return repr(shorten(text, width))
 
 
-def render_summary_line(task: Mapping[str, Any]) -> str:
+def render_summary_line(task: TaskReport) -> str:
     """One line for the terminal, e.g.
     `triage: val 0.500 → 0.857, test 0.467 → 0.800 (+0.333, 95% CI +0.133…+0.533), 288/300 calls, $0.0123`.
 
     Plain text (no Markdown), with control characters removed from names so nothing can drive the terminal.
     """
-    task = as_data(task)
-    scores = mapping_at(task, "scores")
     parts = []
-    val = mapping_at(scores, "val")
-    if val:
-        parts.append(f"val {fmt_score(val.get('seed'))} → {fmt_score(val.get('best'))}")
-    test = mapping_at(scores, "test")
-    if test:
-        text = f"test {fmt_score(test.get('seed'))} → {fmt_score(test.get('best'))} ({fmt_signed(test.get('delta'))}"
-        ci = mapping_at(test, "ci95")
-        if ci:
-            text += f", {fmt_percent(ci.get('confidence'))} CI {fmt_signed(ci.get('low'))}…{fmt_signed(ci.get('high'))}"
+    val, test = task.scores.val, task.scores.test
+    if val is not None:
+        parts.append(f"val {fmt_score(val.seed)} → {fmt_score(val.best)}")
+    if test is not None:
+        text = f"test {fmt_score(test.seed)} → {fmt_score(test.best)} ({fmt_signed(test.delta)}"
+        if test.ci95 is not None:
+            ci = test.ci95
+            text += f", {fmt_percent(ci.confidence)} CI {fmt_signed(ci.low)}…{fmt_signed(ci.high)}"
         parts.append(text + ")")
     else:
         parts.append("no test split")
-    usage = mapping_at(task, "usage")
-    if as_number(usage.get("metric_calls")) is not None:
-        budget = as_number(usage.get("budget"))
-        spent = f"{round(as_number(usage['metric_calls']))}"
-        calls = f"{spent}/{round(budget)} calls" if budget is not None else f"{spent} calls"
-        if as_number(usage.get("test_calls")):
-            calls += f" (+{round(as_number(usage['test_calls']))} on test)"
-        parts.append(calls)
-    cost = as_number(usage.get("cost_usd"))
-    if cost is not None:
-        parts.append(format_cost(cost))
+    usage = task.usage
+    calls = f"{usage.metric_calls}/{usage.budget} calls" if usage.budget is not None else f"{usage.metric_calls} calls"
+    if usage.test_calls:
+        calls += f" (+{usage.test_calls} on test)"
+    parts += [calls, format_cost(usage.cost_usd)]
     if retries := retries_text(usage):
         parts.append(retries)
-    if as_number(usage.get("wall_s")) is not None:
-        parts.append(fmt_duration(usage["wall_s"]))
-    status = task.get("status")
-    if status and status != "finished":
-        parts.append(plain(status, 80))
-    return f"{plain(task.get('task') or 'task', 60)}: {', '.join(parts)}"
+    parts.append(fmt_duration(usage.wall_s))
+    if task.status and task.status != "finished":
+        parts.append(plain(task.status, 80))
+    return f"{plain(task.task or 'task', 60)}: {', '.join(parts)}"
 
 
 def format_results(results: list[TaskResult], usage: Usage) -> str:
@@ -91,3 +83,55 @@ def format_results(results: list[TaskResult], usage: Usage) -> str:
         lines.append("")
     lines.append(f"usage: {usage.summary()}")
     return "\n".join(lines)
+
+
+# -- live progress ---------------------------------------------------------------------------------------
+
+
+def progress_printer(stream: Any = None) -> Callable[[str, EngineState, int | None], None]:
+    """`tune`'s progress: a live line on a terminal; in a log (CI), one line whenever a task's best val
+    score changes, so a long run leaves a readable trail instead of thousands of rewrites."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    lines: dict[str, str] = {}
+    last_best: dict[str, float] = {}
+    done: set[str] = set()
+
+    def show(name: str, state: EngineState, budget: int | None) -> None:
+        if not state.candidates:
+            return
+        best = state.best().val_mean
+        cost = sum(m.get("cost_usd", 0.0) for m in state.usage.values())
+        calls = f"{state.metric_calls}/{budget}" if budget is not None else str(state.metric_calls)
+        lines[name] = f"{name}: best val {best:.3f}  calls {calls}  ${cost:.4f}  round {state.iteration}"
+        if tty:
+            stream.write("\r\033[K" + "   ".join(lines.values()))
+            if state.finished:
+                stream.write("\n")
+            stream.flush()
+        elif last_best.get(name) != best or (state.finished and name not in done):
+            last_best[name] = best
+            if state.finished:
+                done.add(name)
+            stream.write(lines[name] + ("  (done)" if state.finished else "") + "\n")
+            stream.flush()
+
+    return show
+
+
+def terminal_progress(stream: Any = None) -> Callable[[str, int, int], None] | None:
+    """`eval`'s progress: a one-line display that rewrites itself, only when a person is watching a
+    terminal (piped or logged output stays clean)."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return None
+    state: dict[str, tuple[int, int]] = {}
+
+    def show(name: str, done: int, total: int) -> None:
+        state[name] = (done, total)
+        line = "  ".join(f"{n}: {d}/{t}" for n, (d, t) in state.items())
+        finished = all(d == t for d, t in state.values())
+        stream.write(f"\r  scored {line}" + ("\n" if finished else ""))
+        stream.flush()
+
+    return show

@@ -257,8 +257,13 @@ class TaskReport:
         """Why this task's templates cannot be proposed whatever the threshold, or None when the threshold
         decides: "unfinished", "seed_best" or "no_test". One rule for the Action's verdict and for the
         sentence the PR body and job summary show, so the two can never disagree."""
-        return blocker(self.status, changed=self.best is not None and bool(self.best.changed_modules),
-                       has_test=self.scores.test is not None)
+        if not self.finished:
+            return "unfinished"
+        if self.best is None or not self.best.changed_modules:
+            return "seed_best"
+        if self.scores.test is None:
+            return "no_test"
+        return None
 
 
 @dataclass(frozen=True)
@@ -297,18 +302,6 @@ class Report:
         if version < 1:
             raise ReportFormatError("schema_version", f"{version} is not a version gepa-tune ever wrote")
         return _parse(cls, {**data, "schema_version": version}, "")
-
-
-def blocker(status: str, *, changed: bool, has_test: bool) -> str | None:
-    """The rule behind `TaskReport.blocker`, for renderers that walk the JSON data: an unfinished run,
-    then an unchanged seed, then a missing test split keeps a task's prompts out of a pull request."""
-    if not status.startswith("finished"):
-        return "unfinished"
-    if not changed:
-        return "seed_best"
-    if not has_test:
-        return "no_test"
-    return None
 
 
 # -- reading and writing files --------------------------------------------------------------------------
@@ -445,12 +438,3 @@ def _dump(value: Any) -> Any:
         return {k: _dump(v) for k, v in value.items()}
     return value
 
-
-def as_data(value: Any) -> Any:
-    """The JSON data of a `Report` or `TaskReport`; anything else (already data) as it is. The renderers
-    still walk the JSON shape; this lets them take the model until they read its attributes."""
-    if isinstance(value, Report):
-        return value.to_json()
-    if isinstance(value, TaskReport):
-        return _dump(value)
-    return value

@@ -23,3 +23,15 @@ def task_report(**changes: Any) -> TaskReport:
 
 def report_of(*tasks: TaskReport, **changes: Any) -> Report:
     return dataclasses.replace(real_report(), tasks=list(tasks), **changes)
+
+
+def report_from_json(data: dict[str, Any]) -> Report:
+    """The model of a report.json object built by a test, checked exactly as `load` checks a file, so a
+    test can only hand the renderers a report that gepa-tune could have read."""
+    return Report.from_json(data)
+
+
+def task_from_json(data: dict[str, Any]) -> TaskReport:
+    """The model of one report.json task entry built by a test (checked as `load` checks it)."""
+    run = {key: value for key, value in real_report().to_json().items() if key != "tasks"}
+    return Report.from_json({**run, "tasks": [data]}).tasks[0]
