@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from github import GithubException
 from github.GithubObject import NotSet
 from github.Issue import Issue
 
-from .github import PullRequests, _check_body, _labels
+from .github import PERMISSIONS_HINT, GitHubError, PullRequests, _check_body, _labels
 
 ISSUES_HINT = "the workflow needs `permissions: issues: write`"
 
@@ -51,20 +52,20 @@ class Issues(PullRequests):
         """Open an issue with `labels` (GitHub creates a label that does not exist yet)."""
         _check_body(body)
         wanted = _labels(labels)
-        with self._api(f"open an issue ({ISSUES_HINT})", write=True):
+        with self._api("open an issue", write=True):
             return _info(self._repo.create_issue(title=title, body=body, labels=wanted or NotSet))
 
     def edit_issue(self, number: int, *, title: str | None = None, body: str | None = None) -> IssueInfo:
         if body is not None:
             _check_body(body)
         issue = self._repo.get_issue(number)  # lazy: no request
-        with self._api(f"edit issue #{number} ({ISSUES_HINT})", write=True):
+        with self._api(f"edit issue #{number}", write=True):
             issue.edit(title=NotSet if title is None else title, body=NotSet if body is None else body)
             return _info(issue)
 
     def comment_issue(self, number: int, text: str) -> None:
         _check_body(text)
-        with self._api(f"comment on issue #{number} ({ISSUES_HINT})", write=True):
+        with self._api(f"comment on issue #{number}", write=True):
             self._repo.get_issue(number).create_comment(text)
 
     def close_issue(self, number: int, comment: str | None = None) -> IssueInfo:
@@ -72,9 +73,14 @@ class Issues(PullRequests):
         if comment:
             self.comment_issue(number, comment)
         issue = self._repo.get_issue(number)
-        with self._api(f"close issue #{number} ({ISSUES_HINT})", write=True):
+        with self._api(f"close issue #{number}", write=True):
             issue.edit(state="closed", state_reason="completed")
             return _info(issue)
+
+    def _error(self, exc: GithubException, action: str, *, write: bool) -> GitHubError:
+        """The pull requests' wording, with the permission issues need (not the pull requests' ones)."""
+        error = super()._error(exc, action, write=write)
+        return GitHubError(str(error).replace(PERMISSIONS_HINT, ISSUES_HINT), status=error.status)
 
 
 def _info(issue: Issue) -> IssueInfo:
