@@ -138,12 +138,14 @@ def watch(load: Callable[[], Any], options: WatchOptions, environ: Mapping[str, 
     """The whole watch: score, compare, write drift.json, then (with `options.issue`) sync the issue."""
     from . import baseline
     from .action import ActionOptions, GitHubContext, load_for_action
-    from .runs import write_atomic
+    from .paths import confine, write_inside
 
     workspace = load_for_action(load, ActionOptions(base_url=options.base_url, task_model=options.task_model),
                                 dict(environ))
     tasks = workspace.select(options.tasks)
     lock = baseline.load(workspace.root)  # a malformed lock stops here, before anything is paid for
+    findings = DRIFT_JSON.as_posix()
+    confine(workspace.root, findings, findings)  # so does a .gepa/watch that leads outside the workspace
     github = GitHubContext.from_env(environ)
     outcome = WatchOutcome()
     issues = existing = None
@@ -154,9 +156,8 @@ def watch(load: Callable[[], Any], options: WatchOptions, environ: Mapping[str, 
     report = run_watch(workspace, tasks, lock, tolerance=options.tolerance, use_cache=options.use_cache,
                        progress=progress)
     outcome.report = report
-    path = workspace.root / DRIFT_JSON
-    write_atomic(path, report.dumps())
-    outcome.report_path = workspace.relative(path)
+    write_inside(workspace.root, findings, report.dumps(), findings)
+    outcome.report_path = findings
     if issues is not None:
         sync_issue(issues, existing, report, marker=marker, label=options.label, run_url=github.run_url,
                    outcome=outcome)

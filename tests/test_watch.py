@@ -310,3 +310,43 @@ def test_a_fresh_client_asks_again_refreshes_the_cache_and_asks_once_per_request
         assert len(openai_server.requests) == 2  # asked again, once for two identical requests
         assert asyncio.run(ask(cache, fresh=False)) == ["new weights"]  # the fresh answer replaced the old
         assert len(openai_server.requests) == 2
+
+
+def test_a_findings_folder_leading_outside_is_refused_before_any_call(world: World, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (world.clone / ".gepa").mkdir(exist_ok=True)
+    (world.clone / ".gepa/watch").symlink_to(outside)
+    result = world.cli("watch")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: .gepa/watch/drift.json: the file is a symlink that leads outside the workspace")
+    assert list(outside.iterdir()) == [] and world.server.requests == []
+
+
+@pytest.mark.parametrize("value", [".nan", "'high'"])
+def test_a_broken_score_in_the_lock_is_one_line(world: World, value: str) -> None:
+    lock_file = world.clone / "gepa.lock"
+    text = lock_file.read_text()
+    lock_file.write_text(re.sub(r"(test_instances:\n\s+a3: )\S+", rf"\g<1>{value}", text))
+    result = world.cli("watch")
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: gepa.lock:") and "test_instances" in line
+    assert world.server.requests == []
+
+
+def test_the_action_key_is_masked_and_an_echoed_key_never_reaches_the_issue(world: World) -> None:
+    world.answer(crashes="crash")
+    world.server.echo_headers("authorization")  # a misconfigured proxy: the key comes back in every answer
+    result = world.watch(env={"OPENAI_API_KEY": "", "GEPA_TUNE_API_KEY": API_KEY})
+    assert result.exit_code == 0, result.output
+    assert world.server.headers[-1]["authorization"] == f"Bearer {API_KEY}"  # the Action's key was used
+    assert f"::add-mask::{API_KEY}" in result.stdout.splitlines() and f"::add-mask::{TOKEN}" in result.stdout
+    shown = "\n".join(line for line in result.output.splitlines() if not line.startswith("::add-mask::"))
+    [issue] = world.issues()
+    drift_json = (world.clone / ".gepa/watch/drift.json").read_text()
+    summary = world.summary()
+    for text in (shown, issue["body"], drift_json, summary):
+        assert API_KEY not in text and TOKEN not in text
+    assert r"Bearer \[redacted\]" in issue["body"]  # the echo was there, scrubbed before it was cached or shown
