@@ -68,13 +68,13 @@ class Issues(PullRequests):
         with self._api(f"comment on issue #{number}", write=True):
             self._repo.get_issue(number).create_comment(text)
 
-    def close_issue(self, number: int, comment: str | None = None) -> IssueInfo:
-        """Close issue `number` as completed, first saying why in a comment (if given)."""
+    def close_issue(self, number: int, comment: str | None = None, *, reason: str = "completed") -> IssueInfo:
+        """Close issue `number` (`reason`: completed or not_planned), first saying why in a comment."""
         if comment:
             self.comment_issue(number, comment)
         issue = self._repo.get_issue(number)
         with self._api(f"close issue #{number}", write=True):
-            issue.edit(state="closed", state_reason="completed")
+            issue.edit(state="closed", state_reason=reason)
             return _info(issue)
 
     def _error(self, exc: GithubException, action: str, *, write: bool) -> GitHubError:

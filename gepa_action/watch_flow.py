@@ -3,7 +3,8 @@ channels (masks, outputs, job summary) and drift.json.
 
 The issue's life, one per workspace:
 
-* drift and no open issue: one is opened, labelled (default `gepa-tune-drift`);
+* drift and no open issue: one is opened, labelled (default `gepa-tune-drift`); when another watch
+  opened one at the same moment, ours is closed as its duplicate and the older one is updated;
 * drift and an open issue: its body is rewritten with today's numbers; when the finding changed (other
   tasks, other means, other instances), a short comment says so, so subscribers hear of it once, not on
   every scheduled run;
@@ -95,6 +96,12 @@ def sync_issue(issues: Any, existing: Any, report: DriftReport, *, marker: str, 
         if existing is None:
             info = issues.open_issue(title=title, body=body, labels=[label])
             outcome.operation = "created"
+            oldest = issues.find_marked(label, marker)
+            if oldest is not None and oldest.number != info.number:  # another watch opened one meanwhile
+                issues.close_issue(info.number, f"Duplicate of #{oldest.number}: two watches ran at once.",
+                                   reason="not_planned")
+                info = issues.edit_issue(oldest.number, title=title, body=body)
+                outcome.operation = "updated"
         else:
             changed = state not in existing.body
             info = issues.edit_issue(existing.number, title=title, body=body)

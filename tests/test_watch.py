@@ -350,3 +350,26 @@ def test_the_action_key_is_masked_and_an_echoed_key_never_reaches_the_issue(worl
     for text in (shown, issue["body"], drift_json, summary):
         assert API_KEY not in text and TOKEN not in text
     assert r"Bearer \[redacted\]" in issue["body"]  # the echo was there, scrubbed before it was cached or shown
+
+
+def test_two_watches_at_once_leave_one_open_issue(world: World) -> None:
+    world.answer(crashes="crash")
+    marker = re.compile(r"<!-- gepa-tune:drift \w+ -->")
+    first = world.watch()  # learn this workspace's marker from a real run, then start over
+    assert first.exit_code == 0, first.output
+    [issue] = world.issues()
+    mark = marker.search(issue["body"]).group(0)
+    world.answer()
+    assert world.watch().exit_code == 0 and world.issues()[0]["state"] == "closed"
+    world.answer(crashes="crash")
+    # the other watch's issue appears between our look-up and our create
+    world.github.before_next("POST", r"/issues$", lambda: world.github.add_issue(
+        REPO, "gepa-tune: prompt scores drifted (triage)", f"{mark}\nthe other watch", user="github-actions[bot]",
+        labels=(LABEL,)))
+    result = world.watch()
+    assert result.exit_code == 0, result.output
+    open_issues = [i for i in world.issues() if i["state"] == "open"]
+    assert len(open_issues) == 1 and "the other watch" not in open_issues[0]["body"]
+    ours = max(i["number"] for i in world.issues())
+    assert [i["state_reason"] for i in world.issues() if i["number"] == ours] == ["not_planned"]
+    assert world.outputs()["issue-number"] == str(open_issues[0]["number"])
