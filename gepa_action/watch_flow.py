@@ -141,8 +141,12 @@ def _issues(github: Any) -> Any:
 
 
 def watch(load: Callable[[], Any], options: WatchOptions, environ: Mapping[str, str],
-          progress: Callable[[str, int, int], None] | None = None) -> WatchOutcome:
-    """The whole watch: score, compare, write drift.json, then (with `options.issue`) sync the issue."""
+          progress: Callable[[str, int, int], None] | None = None, outcome: WatchOutcome | None = None,
+          ) -> WatchOutcome:
+    """The whole watch: score, compare, write drift.json, then (with `options.issue`) sync the issue.
+
+    `outcome` is filled in as the watch goes, so a caller whose watch failed half-way (GitHub refused
+    the issue after the scoring) still knows what was found."""
     from . import baseline
     from .action import ActionOptions, GitHubContext, load_for_action
     from .paths import confine, write_inside
@@ -154,7 +158,7 @@ def watch(load: Callable[[], Any], options: WatchOptions, environ: Mapping[str, 
     findings = DRIFT_JSON.as_posix()
     confine(workspace.root, findings, findings)  # so does a .gepa/watch that leads outside the workspace
     github = GitHubContext.from_env(environ)
-    outcome = WatchOutcome()
+    outcome = outcome if outcome is not None else WatchOutcome()
     issues = existing = None
     marker = marker_for(workspace)
     if options.issue:
@@ -181,12 +185,17 @@ def run_watch_step(load: Callable[[], Any], options: WatchOptions, log: Callable
     runner = Runner(environ)
     for secret in (environ.get("GEPA_TUNE_API_KEY"), environ.get("GITHUB_TOKEN"), environ.get("GH_TOKEN")):
         runner.mask(secret)
+    outcome = WatchOutcome()
     try:
-        outcome = watch(load, options, environ, progress)
+        watch(load, options, environ, progress, outcome)
     except Exception as error:
-        runner.set_outputs(WatchOutcome().outputs())
+        runner.set_outputs(outcome.outputs())  # what was found before the failure (drifted, drift.json)
         text = str(error) if isinstance(error, GepaError) else f"{type(error).__name__} (a bug: see the log)"
-        runner.add_summary(f"## gepa-tune watch\n\n**Failed:** {inline(text, 2000)}")
+        head = "## gepa-tune watch"
+        if outcome.report is not None:
+            head = render_watch_summary(outcome.report, operation=outcome.operation,
+                                        issue_url=outcome.issue_url).rstrip("\n")
+        runner.add_summary(f"{head}\n\n**Failed:** {inline(text, 2000)}")
         raise
     runner.set_outputs(outcome.outputs())
     assert outcome.report is not None

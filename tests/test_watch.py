@@ -373,3 +373,17 @@ def test_two_watches_at_once_leave_one_open_issue(world: World) -> None:
     ours = max(i["number"] for i in world.issues())
     assert [i["state_reason"] for i in world.issues() if i["number"] == ours] == ["not_planned"]
     assert world.outputs()["issue-number"] == str(open_issues[0]["number"])
+
+
+def test_github_failing_after_the_scoring_still_reports_the_drift(world: World) -> None:
+    world.answer(crashes="crash")
+    world.github.fail_next("POST", r"/issues$", 502)
+    result = world.watch()
+    assert result.exit_code == 1
+    assert "could not open an issue" in result.stderr.strip().splitlines()[-1]
+    outputs = world.outputs()
+    assert outputs["drifted"] == "true" and outputs["issue-operation"] == "none"
+    assert outputs["report-path"] == ".gepa/watch/drift.json" and (world.clone / outputs["report-path"]).exists()
+    summary = world.summary()
+    assert "1 of 1 task(s) drifted" in summary and "**Failed:**" in summary
+    assert world.issues() == []
