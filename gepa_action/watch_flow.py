@@ -9,7 +9,8 @@ The issue's life, one per workspace:
   tasks, other means, other instances), a short comment says so, so subscribers hear of it once, not on
   every scheduled run;
 * no drift and an open issue: a comment says the scores recovered, and the issue is closed;
-* nothing compared (every task skipped): the issue is left as it is; nothing can be said about recovery.
+* a task the open issue is about could not be compared this time (skipped: it changed since its record,
+  or lost its record): the issue is left as it is; nothing can be said about that task's recovery.
 
 The look-up happens before any eval call, so a wrong repository, token or permission fails in seconds
 instead of after the scoring was paid for.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +84,15 @@ def marker_for(workspace: Any) -> str:
 
 
 def _state_marker(report: DriftReport) -> str:
-    return f"<!-- gepa-tune:drift-state {fingerprint(report)} -->"
+    """The finding's fingerprint and the drifted tasks (task names cannot contain `>`: see workspace)."""
+    names = ",".join(t.task for t in report.drifted)
+    return f"<!-- gepa-tune:drift-state {fingerprint(report)} tasks={names} -->"
+
+
+def _tasks_in(body: str) -> set[str]:
+    """The drifted tasks an open issue was last written for (empty if its body has no state marker)."""
+    match = re.search(r"<!-- gepa-tune:drift-state \w+ tasks=([^ >]*) -->", body)
+    return set(filter(None, match.group(1).split(","))) if match else set()
 
 
 def sync_issue(issues: Any, existing: Any, report: DriftReport, *, marker: str, label: str,
@@ -113,9 +123,13 @@ def sync_issue(issues: Any, existing: Any, report: DriftReport, *, marker: str, 
         return
     if existing is None:
         return
-    if not any(t.status == STEADY for t in report.tasks):
+    steady = {t.task for t in report.tasks if t.status == STEADY}
+    about = _tasks_in(existing.body)  # empty for a body without the state marker: then any steady task will do
+    unknown = sorted(about - steady) if about else ([] if steady else ["every task"])
+    if unknown:  # a task the issue is about was skipped this time: nothing can be said about its recovery
         outcome.issue_number, outcome.issue_url = existing.number, existing.url
-        outcome.messages.append(f"drift issue #{existing.number} left open: no task could be compared this time")
+        outcome.messages.append(f"drift issue #{existing.number} left open: {', '.join(unknown)} could not be "
+                                "compared this time")
         return
     info = issues.close_issue(existing.number, render_recovery_comment(report, run_url))
     outcome.operation, outcome.issue_number, outcome.issue_url = "closed", info.number, info.url

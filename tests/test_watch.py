@@ -387,3 +387,17 @@ def test_github_failing_after_the_scoring_still_reports_the_drift(world: World) 
     summary = world.summary()
     assert "1 of 1 task(s) drifted" in summary and "**Failed:**" in summary
     assert world.issues() == []
+
+
+def test_an_issue_stays_open_while_its_task_cannot_be_compared(world: World) -> None:
+    world.answer(crashes="crash")
+    assert world.watch().exit_code == 0
+    [issue] = world.issues()
+    assert "tasks=triage -->" in issue["body"]
+    (world.clone / "prompts/system.j2").write_text("Classify the ticket, carefully.")  # edited, not re-recorded
+    world.answer()
+    result = world.watch()
+    assert result.exit_code == 0, result.output
+    assert f"drift issue #{issue['number']} left open: triage could not be compared this time" in result.stderr
+    assert world.issues()[0]["state"] == "open" and world.github.comments(REPO, issue["number"]) == []
+    assert world.outputs()["issue-number"] == str(issue["number"])
