@@ -355,6 +355,8 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
 @click.option("--issue", is_flag=True,
               help="Open, update or close the drift issue (GITHUB_REPOSITORY and GITHUB_TOKEN say where).")
 @click.option("--label", default="gepa-tune-drift", show_default=True, help="Label of the drift issue.")
+@click.option("--tune-workflow", metavar="FILE",
+              help="File name of the tuning workflow (e.g. gepa-tune.yml): the issue says how to dispatch it.")
 @click.option("--base-url", help="OpenAI-compatible endpoint (overrides gepa.yaml).")
 @click.option("--task-model", help="Task model (overrides gepa.yaml; must match what gepa.lock recorded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings (drift.json) instead of text.")
@@ -363,7 +365,8 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
               help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
 @click.pass_obj
 def watch(obj: Context, tasks: tuple[str, ...], tolerance: float | None, issue: bool, label: str,
-          base_url: str | None, task_model: str | None, as_json: bool, no_cache: bool, local: bool) -> None:
+          tune_workflow: str | None, base_url: str | None, task_model: str | None, as_json: bool, no_cache: bool,
+          local: bool) -> None:
     """Re-score the committed prompts on val and test and compare them with gepa.lock (drift watch).
 
     \b
@@ -376,14 +379,18 @@ def watch(obj: Context, tasks: tuple[str, ...], tolerance: float | None, issue: 
     from .render.drift import render_watch_lines
     from .scoring import terminal_progress
     from .watch import tune_command
-    from .watch_flow import WatchOptions, run_watch_step
+    from .watch_flow import WORKFLOW_FILE, WatchOptions, run_watch_step
 
     if not label.strip() or len(label) > 50 or "," in label:
         raise InputError("--label", f"'{label[:60]}' cannot be a GitHub label",
                          hint="use 1 to 50 characters without commas, e.g. gepa-tune-drift")
+    if tune_workflow and not WORKFLOW_FILE.fullmatch(tune_workflow):
+        raise InputError("--tune-workflow", f"'{tune_workflow[:60]}' is not a workflow file name",
+                         hint="give the file name under .github/workflows/, e.g. gepa-tune.yml")
     names = tuple(n for part in tasks for n in part.replace(",", " ").split())
     options = WatchOptions(tasks=names, tolerance=tolerance, issue=issue, label=label.strip(),
-                           use_cache=not no_cache, base_url=base_url or None, task_model=task_model or None)
+                           use_cache=not no_cache, base_url=base_url or None, task_model=task_model or None,
+                           tune_workflow=tune_workflow or None)
     outcome = run_watch_step(lambda: obj.load(local=local), options, lambda m: click.echo(m, err=True),
                              progress=None if as_json else terminal_progress())
     report = outcome.report

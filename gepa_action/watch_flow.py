@@ -37,6 +37,8 @@ from .report.drift import STEADY, DriftReport
 from .watch import fingerprint, run_watch, tune_command
 
 DEFAULT_LABEL = "gepa-tune-drift"
+#: A workflow file name as `gh workflow run` and the Actions URL take it.
+WORKFLOW_FILE = re.compile(r"[A-Za-z0-9_.-]{1,100}\.ya?ml")
 #: Where the latest watch's findings are written, relative to the workspace root.
 DRIFT_JSON = Path(".gepa") / "watch" / "drift.json"
 
@@ -50,6 +52,7 @@ class WatchOptions:
     use_cache: bool = True
     base_url: str | None = None
     task_model: str | None = None
+    tune_workflow: str | None = None  # the tuning workflow's file name, for the issue's dispatch line
 
 
 @dataclass
@@ -96,12 +99,12 @@ def _tasks_in(body: str) -> set[str]:
 
 
 def sync_issue(issues: Any, existing: Any, report: DriftReport, *, marker: str, label: str,
-               run_url: str | None, outcome: WatchOutcome) -> None:
+               run_url: str | None, outcome: WatchOutcome, dispatch: tuple[str, str] | None = None) -> None:
     """Open, update, or close the drift issue so that it tells what `report` found (see the module doc)."""
     if report.drifted:
         state = _state_marker(report)
         body = render_issue_body(report, markers=f"{marker}\n{state}", tune_command=tune_command(report),
-                                 run_url=run_url)
+                                 run_url=run_url, dispatch=dispatch)
         title = "gepa-tune: prompt scores drifted (" + ", ".join(t.task for t in report.drifted)[:200] + ")"
         if existing is None:
             info = issues.open_issue(title=title, body=body, labels=[label])
@@ -184,8 +187,12 @@ def watch(load: Callable[[], Any], options: WatchOptions, environ: Mapping[str, 
     write_inside(workspace.root, findings, report.dumps(), findings)
     outcome.report_path = findings
     if issues is not None:
+        dispatch = None
+        if options.tune_workflow:
+            page = f"{github.server_url}/{github.repository}/actions/workflows/{options.tune_workflow}"
+            dispatch = (options.tune_workflow, page)
         sync_issue(issues, existing, report, marker=marker, label=options.label, run_url=github.run_url,
-                   outcome=outcome)
+                   outcome=outcome, dispatch=dispatch)
     return outcome
 
 

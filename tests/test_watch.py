@@ -122,7 +122,8 @@ def test_a_model_update_opens_one_issue_updates_it_and_closes_it_on_recovery(wor
     es = entry.eval_set
     assert f"set@1 sha256:{es['sha256'][:12]}" in body  # the eval set ref: name, version, content hash
     assert entry.written_at in body and "eval --update-baseline" in body  # the lock's date and run
-    assert "`gepa-tune tune triage`" in body  # the suggested tuning run
+    assert "`gepa-tune tune triage`" in body  # the suggested tuning run, and without --tune-workflow:
+    assert "tuning workflow for them (Actions → the workflow → Run workflow, tasks: `triage`)" in body
     assert "https://github.com/octo/prompts/actions/runs/77" in body
     outputs = world.outputs()
     assert outputs["drifted"] == "true" and outputs["drifted-tasks"] == "triage"
@@ -263,7 +264,8 @@ def test_a_bad_watch_key_is_one_line_and_exit_2(world: World, yaml_text: str, ne
 
 
 def test_bad_cli_values_are_one_line(world: World) -> None:
-    for args in (["--tolerance", "nan"], ["--tolerance", "1.5"], ["--label", "a,b"], ["--label", " "]):
+    for args in (["--tolerance", "nan"], ["--tolerance", "1.5"], ["--label", "a,b"], ["--label", " "],
+                 ["--tune-workflow", "../x.yml"], ["--tune-workflow", "tune"]):
         result = world.cli("watch", *args)
         assert result.exit_code == 2, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1
@@ -401,3 +403,11 @@ def test_an_issue_stays_open_while_its_task_cannot_be_compared(world: World) -> 
     assert f"drift issue #{issue['number']} left open: triage could not be compared this time" in result.stderr
     assert world.issues()[0]["state"] == "open" and world.github.comments(REPO, issue["number"]) == []
     assert world.outputs()["issue-number"] == str(issue["number"])
+
+
+def test_the_issue_says_how_to_dispatch_the_tuning_workflow(world: World) -> None:
+    world.answer(crashes="crash")
+    assert world.watch("--tune-workflow", "gepa-tune.yml").exit_code == 0
+    [issue] = world.issues()
+    assert f"[tuning workflow](https://github.com/{REPO}/actions/workflows/gepa-tune.yml)" in issue["body"]
+    assert '`gh workflow run gepa-tune.yml -f tasks="triage"`' in issue["body"]

@@ -12,10 +12,11 @@ from test_action_yml import ACTION, _run_step, _substitute, run_script
 
 def test_watch_mode_runs_the_watch_with_its_inputs(tmp_path: Path) -> None:
     args = run_script(tmp_path, mode="watch", config="sub/gepa.yaml", tasks="triage", watch_tolerance="0.1",
-                      watch_label="drift", base_url="http://llm.internal/v1", task_model="m-small",
-                      budget="120", branch="bot/prompts", title="ignored in watch mode")
+                      watch_label="drift", tune_workflow="gepa-tune.yml", base_url="http://llm.internal/v1",
+                      task_model="m-small", budget="120", branch="bot/prompts", title="ignored in watch mode")
     assert args == ["--config", "sub/gepa.yaml", "watch", "--issue", "--label", "drift", "--tolerance", "0.1",
-                    "--base-url", "http://llm.internal/v1", "--task-model", "m-small", "--", "triage"]
+                    "--tune-workflow", "gepa-tune.yml", "--base-url", "http://llm.internal/v1",
+                    "--task-model", "m-small", "--", "triage"]
 
 
 def test_watch_mode_defaults(tmp_path: Path) -> None:

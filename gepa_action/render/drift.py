@@ -79,17 +79,20 @@ def _others(tasks: Iterable[TaskDrift]) -> str:
     return "\n".join(lines)
 
 
-def render_issue_body(report: DriftReport, *, markers: str, tune_command: str, run_url: str | None = None) -> str:
+def render_issue_body(report: DriftReport, *, markers: str, tune_command: str, run_url: str | None = None,
+                      dispatch: tuple[str, str] | None = None) -> str:
     """The drift issue: per drifted task the scores then and now, the regressed instances, the models,
-    the eval set and the record's stamps, then how to re-tune. `markers` (HTML comments) go first."""
+    the eval set and the record's stamps, then how to re-tune. `markers` (HTML comments) go first.
+    `dispatch` is the tuning workflow to start (its file name and its page's URL), when known."""
     for max_rows in (MAX_REGRESSION_ROWS, 5, 0):
-        text = _issue_body(report, markers, tune_command, run_url, max_rows)
+        text = _issue_body(report, markers, tune_command, run_url, max_rows, dispatch)
         if len(text) <= GITHUB_LIMIT - BODY_MARGIN:
             return text
     return text[: GITHUB_LIMIT - BODY_MARGIN]
 
 
-def _issue_body(report: DriftReport, markers: str, tune_command: str, run_url: str | None, max_rows: int) -> str:
+def _issue_body(report: DriftReport, markers: str, tune_command: str, run_url: str | None, max_rows: int,
+                dispatch: tuple[str, str] | None) -> str:
     seen = f"[this run]({run_url})" if run_url else "a `gepa-tune watch` run"
     parts = [markers,
              "## The committed prompts score lower than recorded in gepa.lock",
@@ -101,9 +104,16 @@ def _issue_body(report: DriftReport, markers: str, tune_command: str, run_url: s
     if others:
         parts.append("### Other tasks\n\n" + _others(others))
     command = plain(tune_command).replace("`", "")
+    names = " ".join(t.task for t in report.drifted)
+    if dispatch is not None:
+        workflow, page = dispatch
+        where = (f"start the [tuning workflow]({page}) for them: Run workflow with tasks `{names}`, or "
+                 f"`gh workflow run {plain(workflow)} -f tasks=\"{names}\"`")
+    else:
+        where = "run your gepa-tune tuning workflow for them (Actions → the workflow → Run workflow, tasks: " \
+                f"`{names}`)"
     parts.append("### What to do\n\n"
-                 f"Re-tune the drifted prompts against today's model: `{command}` in a clone, or run "
-                 "the gepa-tune tuning workflow for these tasks (Actions → your tuning workflow → Run workflow). "
+                 f"Re-tune the drifted prompts against today's model: {where}; or `{command}` in a clone. "
                  "If the lower scores are acceptable, record them with `gepa-tune eval --update-baseline` and "
                  "commit gepa.lock. This issue is updated by each watch run and closed when the scores recover.")
     return "\n\n".join(parts) + "\n"
