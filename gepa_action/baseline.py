@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # evaluate pulls in the LM client; `check` and `hook check` m
 LOCK_NAME = "gepa.lock"
 SCHEMA = 1
 ENTRY_KEYS = ("templates", "eval_set", "models", "metric", "split_sizes", "scores", "val_instances",
-              "written_at", "written_by")
+              "test_instances", "written_at", "written_by")
 EVAL_SET_KEYS = ("name", "version", "sha256", "path", "instances")
 WRITTEN_BY_EVAL = "eval --update-baseline"
 
@@ -69,9 +69,15 @@ class Entry:
     written_at: str
     written_by: str
     line: int | None = field(default=None, compare=False)
+    #: Every test instance's score (the drift watch names the test instances that got worse). Added after
+    #: the first locks were written: a lock without it still loads (empty), and is not rewritten with it.
+    test_instances: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in ENTRY_KEYS}
+        data = {key: getattr(self, key) for key in ENTRY_KEYS}
+        if not self.test_instances:  # an old entry stays byte-for-byte what it was
+            del data["test_instances"]
+        return data
 
     @property
     def val_score(self) -> float | None:
@@ -167,6 +173,7 @@ def entry_from_eval(task: Task, val_result: TaskResult, test_result: TaskResult,
         val_instances={t.instance_id: float(t.score) for t in val_result.traces},
         written_at=utc_now(),
         written_by=written_by,
+        test_instances={t.instance_id: float(t.score) for t in test_result.traces},
     )
 
 
@@ -194,6 +201,7 @@ def entry_from_report(task: Task, task_report: TaskReport, *, run_id: str | None
         val_instances={row.id: float(row.after) for row in task_report.instances.val},
         written_at=utc_now(),
         written_by=f"action run {run_id}" if run_id else "action run",
+        test_instances={row.id: float(row.after) for row in task_report.instances.test},
     )
 
 
@@ -304,6 +312,8 @@ def _read_entry(section: Section) -> Entry:
         scores={s: scores_section.number(s, None, minimum=0, maximum=1) for s in ("val", "test")},
         val_instances=({} if section.child("val_instances") is None
                        else {k: float(v) for k, v in _str_map(section, "val_instances", float).items()}),
+        test_instances=({} if section.child("test_instances") is None
+                        else {k: float(v) for k, v in _str_map(section, "test_instances", float).items()}),
         written_at=str(section.get("written_at", (str, int, float), "")),
         written_by=section.get("written_by", str, ""),
         line=section.doc.line(section.path),
@@ -400,9 +410,11 @@ def update(root: Path, entries: dict[str, Entry]) -> Path:
 
 
 def score_for_baseline(workspace: Workspace, tasks: list[Task], *, use_cache: bool = True,
-                       progress: Callable[[str, int, int], None] | None = None,
+                       progress: Callable[[str, int, int], None] | None = None, fresh: bool = False,
                        ) -> tuple[list[TaskResult], list[TaskResult], Usage]:
-    """Score val and test of `tasks` through one client (one usage total); returns (val, test, usage)."""
+    """Score val and test of `tasks` through one client (one usage total); returns (val, test, usage).
+
+    `fresh` asks the model again instead of trusting cached answers (the drift watch)."""
     import asyncio
 
     from .lm.session import with_client
@@ -418,7 +430,7 @@ def score_for_baseline(workspace: Workspace, tasks: list[Task], *, use_cache: bo
                                          evaluate_tasks(tasks, "test", lm, labelled("test")))
         return val, test, lm.usage
 
-    return with_client(workspace, work, use_cache=use_cache)
+    return with_client(workspace, work, use_cache=use_cache, fresh=fresh)
 
 
 def update_from_eval(workspace: Workspace, val: list[TaskResult], test: list[TaskResult]) -> Path:

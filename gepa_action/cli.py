@@ -350,6 +350,69 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
 
 
 @main.command()
+@click.argument("tasks", nargs=-1)
+@click.option("--tolerance", type=FiniteFloatRange(0, 1),
+              help="How far a task's val or test mean may fall below gepa.lock [default: watch.tolerance of the "
+                   "task, else of gepa.yaml, else 0.05].")
+@click.option("--issue", is_flag=True,
+              help="Open, update or close the drift issue (GITHUB_REPOSITORY and GITHUB_TOKEN say where).")
+@click.option("--label", default="gepa-tune-drift", show_default=True, help="Label of the drift issue.")
+@click.option("--tune-workflow", metavar="FILE",
+              help="File name of the tuning workflow (e.g. gepa-tune.yml): the issue says how to dispatch it.")
+@click.option("--base-url", help="OpenAI-compatible endpoint (overrides gepa.yaml).")
+@click.option("--task-model", help="Task model (overrides gepa.yaml; must match what gepa.lock recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings (drift.json) instead of text.")
+@click.option("--no-cache", is_flag=True, help="Do not write the fresh answers to the response cache either.")
+@click.option("--local", is_flag=True,
+              help="Use the bundled local models (the [local] extra), whatever lm.provider says; no API key needed.")
+@click.pass_obj
+def watch(obj: Context, tasks: tuple[str, ...], tolerance: float | None, issue: bool, label: str,
+          tune_workflow: str | None, base_url: str | None, task_model: str | None, as_json: bool, no_cache: bool,
+          local: bool) -> None:
+    """Re-score the committed prompts on val and test and compare them with gepa.lock (drift watch).
+
+    \b
+    Every answer is asked afresh (cached answers would hide a model update); the fresh answers
+    still refresh the cache unless --no-cache. Tasks changed since their record are skipped.
+    Findings: .gepa/watch/drift.json. With --issue, one issue per workspace is opened or
+    updated while a task drifts, and closed with a comment when the scores recover.
+    Exit codes: 0 with or without drift, 1 the run failed, 2 bad input, 130 interrupted.
+    """
+    from .render.drift import render_watch_lines
+    from .scoring import terminal_progress
+    from .watch import tune_command
+    from .watch_flow import WORKFLOW_FILE, WatchOptions, run_watch_step
+
+    if not label.strip() or len(label) > 50 or "," in label:
+        raise InputError("--label", f"'{label[:60]}' cannot be a GitHub label",
+                         hint="use 1 to 50 characters without commas, e.g. gepa-tune-drift")
+    if tune_workflow and not WORKFLOW_FILE.fullmatch(tune_workflow):
+        raise InputError("--tune-workflow", f"'{tune_workflow[:60]}' is not a workflow file name",
+                         hint="give the file name under .github/workflows/, e.g. gepa-tune.yml")
+    names = tuple(n for part in tasks for n in part.replace(",", " ").split())
+    options = WatchOptions(tasks=names, tolerance=tolerance, issue=issue, label=label.strip(),
+                           use_cache=not no_cache, base_url=base_url or None, task_model=task_model or None,
+                           tune_workflow=tune_workflow or None)
+    outcome = run_watch_step(lambda: obj.load(local=local), options, lambda m: click.echo(m, err=True),
+                             progress=None if as_json else terminal_progress())
+    report = outcome.report
+    assert report is not None
+    if as_json:
+        click.echo(report.dumps(), nl=False)
+        return
+    for line in render_watch_lines(report):
+        click.echo(line)
+    if report.usage:
+        used = report.usage
+        click.echo(f"usage: {used.get('requests', 0)} requests, {used.get('cached', 0)} cached, "
+                   f"{used.get('prompt_tokens', 0)}+{used.get('completion_tokens', 0)} tokens")
+    if report.drifted:
+        click.echo(f"drift: re-tune with `{tune_command(report)}`, or accept the new scores with "
+                   f"`gepa-tune eval --update-baseline {' '.join(t.task for t in report.drifted)}`", err=True)
+    click.echo(f"findings: {outcome.report_path}", err=True)
+
+
+@main.command()
 @click.argument("run_id", required=False, default="latest")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the Markdown report.")
 @click.option("--write", is_flag=True, help="Write the run's best templates into the workspace.")

@@ -78,3 +78,12 @@ class GateConfig:
     """The pre-push regression gate (`gepa-tune hook eval`): how far a val score may drop (None: default)."""
 
     tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """The drift watch (`gepa-tune watch`): how far a task's val or test mean may fall below its score in
+    gepa.lock before the watch reports drift. Scores at temperature 0 still wobble a little when a
+    provider reshuffles its serving, so the default leaves room for that rather than for a real change."""
+
+    tolerance: float = 0.05

@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import CONFIG_NAME, PROVIDERS, BudgetConfig, GateConfig, LMConfig, Price, SplitConfig, Step
+from .config import (
+    CONFIG_NAME,
+    PROVIDERS,
+    BudgetConfig,
+    GateConfig,
+    LMConfig,
+    Price,
+    SplitConfig,
+    Step,
+    WatchConfig,
+)
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
 from .lm.session import for_provider
@@ -36,6 +46,8 @@ class Task:
     templates: dict[str, PromptTemplate]
     eval_set: EvalSet
     metric: Metric
+    #: The task's own `watch:` settings; None follows the workspace's.
+    watch: WatchConfig | None = None
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -55,6 +67,7 @@ class Workspace:
     tasks: list[Task]
     warnings: list[str] = field(default_factory=list)
     gate: GateConfig = field(default_factory=GateConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
     def relative(self, path: Path) -> str:
         return display_path(self.root, path)
@@ -73,7 +86,8 @@ class Workspace:
 
 LM_KEYS = ("provider", "base_url", "api_key_env", "task_model", "reflection_model", "judge_model", "temperature",
            "max_tokens", "reflection_max_tokens", "concurrency", "timeout", "max_retries", "prices")
-TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget")
+TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget",
+             "watch")
 ROLES = ("system", "user")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -224,6 +238,15 @@ def _parse_split(task: Section) -> SplitConfig:
     return config
 
 
+def _parse_watch(parent: Section) -> WatchConfig | None:
+    """`watch: {tolerance: X}` at the top of gepa.yaml or in a task (None: not given there)."""
+    section = parent.child("watch")
+    if section is None:
+        return None
+    section.check_keys(("tolerance",))
+    return WatchConfig(tolerance=section.number("tolerance", WatchConfig.tolerance, minimum=0, maximum=1))
+
+
 def _parse_budget(task: Section) -> BudgetConfig:
     section = task.child("budget")
     if section is None:
@@ -352,6 +375,7 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
         templates=templates,
         eval_set=eval_set,
         metric=metric,
+        watch=_parse_watch(section),
     )
 
 
@@ -367,12 +391,13 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     if not isinstance(doc.data, dict):
         raise InputError(display, "expected a mapping with 'lm' and 'tasks'", line=1,
                          hint="run `gepa-tune init` in an empty folder to see a working example")
-    doc.section().check_keys(("lm", "tasks", "gate"))
+    doc.section().check_keys(("lm", "tasks", "gate", "watch"))
     gate_section = doc.section().child("gate")
     gate = GateConfig()
     if gate_section is not None:
         gate_section.check_keys(("tolerance",))
         gate = GateConfig(tolerance=gate_section.number("tolerance", GateConfig.tolerance, minimum=0, maximum=1))
+    watch = _parse_watch(doc.section()) or WatchConfig()
     with reading(display, "config"):
         lm = _parse_lm(doc)
     raw_tasks: Any = doc.section().get("tasks", list, required=True)
@@ -388,7 +413,7 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
             if errors is None:
                 raise
             errors.append(exc)
-    workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate)
+    workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate, watch=watch)
     workspace = for_provider(workspace)  # lm.provider: local makes every model a bundled one, free and keyless
     lm, tasks = workspace.lm, workspace.tasks
     for model in sorted({lm.task_model, *(t.model for t in tasks), lm.reflection_model, lm.judge_model} - {None}):

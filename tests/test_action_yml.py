@@ -88,8 +88,9 @@ def test_every_input_is_used_and_every_output_is_written(tmp_path: Path) -> None
     for name in ACTION["inputs"]:
         assert re.search(rf"inputs\.{re.escape(name)}\b", text), f"input {name!r} is declared but never used"
     from gepa_action.action import ActionResult
+    from gepa_action.watch_flow import WatchOutcome
 
-    written = set(ActionResult("none", False, "").outputs())
+    written = set(ActionResult("none", False, "").outputs()) | set(WatchOutcome().outputs())
     for name, spec in ACTION["outputs"].items():
         assert spec["value"] == f"${{{{ steps.run.outputs.{name} }}}}" and name in written
 

@@ -221,6 +221,7 @@ def test_entry_from_report_matches_the_templates_written_by_the_tool(workspace):
     assert entry.written_by == "action run 20261125-101500-3f2a"
     assert entry.scores == {"val": 1.0, "test": 0.75}
     assert entry.val_instances == {"a1": 1.0, "a2": 1.0}
+    assert entry.test_instances == {"a3": 1.0}  # the evolved prompt's test scores, for the drift watch
     assert entry.models["reflection"] == "big-model"
     write_templates(ws, report_of(report_task))  # adds the final newline the report text lacks
     baseline.write(workspace, baseline.Baseline({"triage": entry}))

@@ -369,6 +369,12 @@ class LMClient:
     names to their own servers (no key needed there) instead of `base_url`. `secrets` are further
     values (e.g. the GitHub token) that must never come out of an answer: they and the API key are
     redacted from every answer before it is cached or returned.
+
+    `fresh=True` asks the model again for every request instead of trusting the cache (the drift watch:
+    a provider may change the weights behind a model name, and a cached answer would hide exactly that).
+    The fresh answer still replaces the cached one, so a later `eval` or `tune` starts from what the
+    model says now; within the run, an identical request is answered once (the key is the request, so
+    an answer fetched by this client is as fresh as the first).
     """
 
     def __init__(
@@ -382,8 +388,11 @@ class LMClient:
         backoff_cap: float = 30.0,
         routes: Mapping[str, Route] | None = None,
         secrets: tuple[str | None, ...] = (),
+        fresh: bool = False,
     ) -> None:
         self.config = config
+        self.fresh = fresh
+        self._fetched: set[str] = set()  # keys this client fetched itself (the only hits `fresh` trusts)
         self.routes: dict[str, Route] = dict(routes or {})
         self.cache = cache
         self.usage = Usage(config.prices)
@@ -453,12 +462,13 @@ class LMClient:
         if lock is None:
             lock = self._key_locks[key] = asyncio.Lock()
         async with lock:
-            hit = self.cache.get(key)
+            hit = self.cache.get(key) if not self.fresh or key in self._fetched else None
             if _valid_entry(hit):
                 self.usage.record_cached(model)
                 return self._completion(hit, model, cached=True)
             data, retries = await self._fetch(model, messages, temperature, max_tokens)
             self.cache.put(key, data)  # truncated answers too: they are what this request yields
+            self._fetched.add(key)
         return self._completion(data, model, cached=False, retries=retries)
 
     def _completion(self, data: Mapping[str, Any], model: str, *, cached: bool,

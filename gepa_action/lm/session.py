@@ -131,7 +131,8 @@ def local_routes(workspace: WorkspaceLike, *, reflection: bool = True) -> Iterat
 
 
 def open_client(workspace: WorkspaceLike, *, use_cache: bool = True,
-                environ: Mapping[str, str] | None = None, routes: Mapping[str, Route] | None = None) -> LMClient:
+                environ: Mapping[str, str] | None = None, routes: Mapping[str, Route] | None = None,
+                fresh: bool = False) -> LMClient:
     """The LM client for a workspace: endpoint from config or environment, cache under `.gepa/`.
 
     For the local provider, `routes` are the local servers' (from `local_routes`, which must be running
@@ -148,10 +149,10 @@ def open_client(workspace: WorkspaceLike, *, use_cache: bool = True,
                            "(open the client inside lm.session.local_routes)")
         first = next(iter(routes.values())).base_url
         return LMClient(workspace.lm, api_key=None, base_url=first, cache=cache, routes=routes,
-                        secrets=secrets_of(env))
+                        secrets=secrets_of(env), fresh=fresh)
     base_url, api_key = resolve_endpoint(workspace.lm, env)
     return LMClient(workspace.lm, api_key=api_key, base_url=base_url, cache=cache, routes=routes,
-                    secrets=secrets_of(env))
+                    secrets=secrets_of(env), fresh=fresh)
 
 
 def secrets_of(environ: Mapping[str, str]) -> tuple[str | None, ...]:
@@ -161,15 +162,16 @@ def secrets_of(environ: Mapping[str, str]) -> tuple[str | None, ...]:
 
 
 def with_client(workspace: WorkspaceLike, work: Callable[[LMClient], Awaitable[T]], *, use_cache: bool = True,
-                reflection: bool = False) -> T:
+                reflection: bool = False, fresh: bool = False) -> T:
     """Run `work` with the workspace's client in a fresh event loop, and close everything after: the
     client, its cache and, for the local provider, the servers (which live exactly as long, stopped on
-    Ctrl-C too). `reflection` also serves the reflection model (tuning; `eval` never reflects)."""
+    Ctrl-C too). `reflection` also serves the reflection model (tuning; `eval` never reflects). `fresh`
+    asks the model again instead of trusting cached answers (see `LMClient`)."""
 
     import asyncio
 
     async def main(routes: Mapping[str, Route] | None) -> T:
-        lm = open_client(workspace, use_cache=use_cache, routes=routes)
+        lm = open_client(workspace, use_cache=use_cache, routes=routes, fresh=fresh)
         try:
             return await work(lm)
         finally:

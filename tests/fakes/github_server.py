@@ -22,8 +22,10 @@ Endpoints (paths relative to `url`; anything else is 404 like GitHub's unknown r
   `owner:branch`; a bare branch name is silently ignored, as on GitHub), `base`, `sort`, `direction`,
   paginated with `per_page`/`page` and a `Link` header.
 * `GET|PATCH /repos/{o}/{r}/pulls/{n}`
-* `GET|POST /repos/{o}/{r}/issues/{n}/comments`, `GET|POST /repos/{o}/{r}/issues/{n}/labels`,
-  `GET /repos/{o}/{r}/labels`
+* `GET|POST /repos/{o}/{r}/issues/{n}/comments` (on issues and pull requests),
+  `GET|POST /repos/{o}/{r}/issues/{n}/labels`, `GET /repos/{o}/{r}/labels`
+* `GET|POST /repos/{o}/{r}/issues`, `GET|PATCH /repos/{o}/{r}/issues/{n}` (see `github_issues.py`;
+  `add_issue(...)` seeds one, `issues(repo)` reads them back)
 
 What is checked, as GitHub does:
 
@@ -68,6 +70,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from fakes.github_issues import ISSUE_ROUTES, IssueRoutes
 from fakes.github_rules import (
     CREATE_PULL_FIELDS,
     DEFAULT_PERMISSIONS,
@@ -126,10 +129,11 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, list[dict[str, str]]]] = [
         [{"issues": "write"}, {"pull_requests": "write"}],
     ),
     ("GET", re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/labels"), "_list_repo_labels", [{"metadata": "read"}]),
+    *ISSUE_ROUTES,
 ]
 
 
-class FakeGitHub(LoopbackServer):
+class FakeGitHub(IssueRoutes, LoopbackServer):
     """A running fake GitHub REST API; see the module docstring. Context manager or start()/stop().
 
     `token` is the only credential accepted. `permissions` are the token's (GitHub App style, as the
@@ -511,14 +515,14 @@ class FakeGitHub(LoopbackServer):
     def _list_comments(
         self, repo: Repo, n: int | None, q: dict[str, str], _p: Any
     ) -> tuple[int, Any, dict[str, str]]:
-        self._find_pull(repo, n)
+        self._find_issue_or_pull(repo, n)
         items = [dict(c) for c in repo.comments.get(n or 0, [])]
         return self._paginate(f"/repos/{repo.full_name}/issues/{n}/comments", q, items)
 
     def _create_comment(
         self, repo: Repo, n: int | None, _q: dict[str, str], p: Any
     ) -> tuple[int, Any, dict[str, str]]:
-        pull = self._find_pull(repo, n)
+        pull = self._find_issue_or_pull(repo, n)
         payload = check_payload(p, {"body": str}, required=("body",))
         text = payload["body"]
         if not text.strip():
@@ -531,7 +535,8 @@ class FakeGitHub(LoopbackServer):
             "id": comment_id,
             "node_id": f"IC_fake{comment_id}",
             "url": f"{api}/issues/comments/{comment_id}",
-            "html_url": f"{self.web_url}/{repo.full_name}/pull/{n}#issuecomment-{comment_id}",
+            "html_url": f"{self.web_url}/{repo.full_name}/{'issues' if n in repo.issues else 'pull'}/{n}"
+                        f"#issuecomment-{comment_id}",
             "issue_url": f"{api}/issues/{n}",
             "body": text,
             "user": self._user_json(self.login),
@@ -596,6 +601,11 @@ class FakeGitHub(LoopbackServer):
         if pull is None:
             raise Refusal(404, error_body(404))
         return pull
+
+    def _find_issue_or_pull(self, repo: Repo, number: int | None) -> dict[str, Any]:
+        """Comments belong to issues and pull requests alike (one number sequence)."""
+        issue = repo.issues.get(number or 0)
+        return issue if issue is not None else self._find_pull(repo, number)
 
     def _open_pull(self, repo: Repo, head_ref: str, base_ref: str) -> dict[str, Any] | None:
         for pull in repo.pulls.values():

@@ -56,7 +56,8 @@ class Repo:
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # by lower-cased name
-    next_number: int = 1
+    next_number: int = 1  # shared by pull requests and issues, as on GitHub
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)  # fakes/github_issues.py
 
     @property
     def full_name(self) -> str:
