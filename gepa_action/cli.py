@@ -379,7 +379,7 @@ def watch(obj: Context, tasks: tuple[str, ...], tolerance: float | None, issue: 
     Exit codes: 0 with or without drift, 1 the run failed, 2 bad input, 130 interrupted.
     """
     from .render.drift import render_watch_lines
-    from .scoring import terminal_progress
+    from .render.terminal import terminal_progress
     from .watch import tune_command
     from .watch_flow import WORKFLOW_FILE, WatchOptions, run_watch_step
 
