@@ -9,11 +9,12 @@ from `sections.py`; this module adds what only the full report has (every instan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..lm.client import format_cost
 from ..report.model import as_data
+from ..report.skipped import SkippedRun
 from .sections import (
     ID_LIMIT,
     Row,
@@ -29,6 +30,7 @@ from .sections import (
     test_verdict,
     val_scoring_line,
 )
+from .skipped import skipped_runs_section
 from .text import as_number, details, fmt_count, fmt_duration, fmt_score, fmt_signed, inline, plain, table
 
 OUTPUT_LIMIT = 60  # characters of a model output shown in an instance table
@@ -39,10 +41,11 @@ MAX_ERRORS = 20
 # -- the whole report ----------------------------------------------------------------------------------
 
 
-def render_report(report: Mapping[str, Any]) -> str:
-    """`report.json` as Markdown: a short run header, then one section per task."""
+def render_report(report: Mapping[str, Any], *, skipped: Sequence[SkippedRun] = ()) -> str:
+    """`report.json` as Markdown: a short run header, then one section per task. `skipped`: the runs a
+    combined report (`action --from-runs`) could not use."""
     report = as_data(report)
-    parts = [_run_header(report)]
+    parts = [_run_header(report), *filter(None, [skipped_runs_section(skipped)])]
     tasks = [t for t in list_at(report, "tasks") if isinstance(t, Mapping)]
     parts += [render_task(task) for task in tasks] or ["No task produced a result."]
     return "\n\n".join(parts) + "\n"
