@@ -511,8 +511,9 @@ def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionO
         _report_failure(runner, error, flow.outcome if flow is not None else None, options, flow)
         raise
     runner.set_outputs(result.outputs())
+    shown = result.operation if options.propose or options.dry_run else "tune-only"  # the output stays "none"
     runner.add_summary(render_job_summary(result.tune_result.report, applied=result.applied,
-                                          threshold=options.threshold.describe(), operation=result.operation,
+                                          threshold=options.threshold.describe(), operation=shown,
                                           pr_url=result.pr_url, skipped=result.skipped))
     for message in result.messages:
         log(message)

@@ -43,16 +43,20 @@ class Jobs:
     artifacts: Path
     exit_codes: dict[str, int]
     logs: dict[str, str]
+    summaries: dict[str, str]
 
 
 def _tune_jobs(tmp: Path, bare: Path, env: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
-    """One process per task, at the same time, each in its own clone (a runner's checkout)."""
+    """One process per task, at the same time, each in its own clone (a runner's checkout) with its own
+    job summary file."""
     procs = {}
     for task in TASKS:
         job = tmp / f"job-{task}"
         git(tmp, "clone", "--quiet", str(bare), str(job))
+        (tmp / f"summary-{task}").write_text("")
         procs[task] = subprocess.Popen([str(GEPA_TUNE), "-C", str(job), "action", "--no-propose", task],
-                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                       env={**env, "GITHUB_STEP_SUMMARY": str(tmp / f"summary-{task}")},
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     logs = {task: proc.communicate(timeout=300)[0] for task, proc in procs.items()}
     return {task: proc.returncode for task, proc in procs.items()}, logs
 
@@ -60,8 +64,8 @@ def _tune_jobs(tmp: Path, bare: Path, env: dict[str, str]) -> tuple[dict[str, in
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
     tmp = tmp_path_factory.mktemp("matrix")
-    env = {**os.environ, **ENV, "GEPA_TUNE_API_KEY": "", "GITHUB_ACTIONS": ""}
-    env.pop("GITHUB_STEP_SUMMARY", None), env.pop("GITHUB_OUTPUT", None)
+    env = {**os.environ, **ENV, "GEPA_TUNE_API_KEY": "", "GITHUB_ACTIONS": "true"}
+    env.pop("GITHUB_OUTPUT", None), env.pop("GITHUB_TOKEN", None), env.pop("GITHUB_REPOSITORY", None)
     with FakeOpenAI(responder=matrix_workspace.responder()) as server:
         source = matrix_workspace.write(tmp / "src", server.url, TASKS, budget=200, broken=("gone",))
         bare, _clone = make_origin(tmp, source=source)
@@ -69,7 +73,8 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
     artifacts = tmp / "artifacts"
     for task in TASKS:  # actions/download-artifact: DIR/<artifact name>/<run id>/...
         shutil.copytree(tmp / f"job-{task}/.gepa/runs", artifacts / f"gepa-tune-run-{task}-1")
-    yield Jobs(tmp, bare, artifacts, codes, logs)
+    summaries = {task: (tmp / f"summary-{task}").read_text() for task in TASKS}
+    yield Jobs(tmp, bare, artifacts, codes, logs, summaries)
 
 
 @dataclass
@@ -128,6 +133,7 @@ def _run_folder(artifacts: Path, task: str) -> Path:
 def test_the_matrix_jobs_ran_as_separate_processes(jobs: Jobs) -> None:
     assert jobs.exit_codes == {"route": 0, "billing": 0, "gone": 1}, jobs.logs
     assert "tune only" in jobs.logs["route"] and "--from-runs" in jobs.logs["route"]
+    assert "Tuned only (a matrix job)" in jobs.summaries["route"] and "route: applied" in jobs.summaries["route"]
     meta = json.loads((_run_folder(jobs.artifacts, "route") / "run.json").read_text())
     assert meta["base_commit"] == git(jobs.bare, "rev-parse", "main") and meta["config_sha256"]
 
@@ -215,7 +221,23 @@ def _nan_score(run: Path) -> None:
     (run / "report.json").write_text(text.replace('"best": 0.', '"best": NaN, "x": 0.', 1))
 
 
+def _huge(run: Path) -> None:
+    with (run / "state" / "padding.bin").open("wb") as handle:  # sparse: no disk is filled
+        handle.truncate(600 * 1024 * 1024)
+
+
+def _nested(run: Path) -> None:
+    (run / "report.json").write_text("[" * 200_000)
+
+
+def _fifo(run: Path) -> None:
+    os.mkfifo(run / "events.fifo")
+
+
 @pytest.mark.parametrize(("damage", "reason"), [
+    (_huge, "is larger than 512 MB"),
+    (_nested, "report.json: not valid JSON (nested too deeply)"),
+    (_fifo, "holds a special file (events.fifo)"),
     (_truncate, "report.json: not valid JSON"),
     (_link_out, "holds a symbolic link (state/notes.txt)"),
     (_escape_path, "names a template the task does not have"),

@@ -581,6 +581,9 @@ def _operation(operation: str, pr_url: str | None, applied: set[str]) -> str:
         return f"Left {link} as it is: it already proposes this result (nothing pushed, nothing edited)."
     if operation == "closed":
         return f"Closed {link}: no task's gain clears the threshold any more."
+    if operation == "tune-only":
+        return ("Tuned only (a matrix job): no pull request from this job; the job that runs "
+                "`gepa-tune action --from-runs` combines the run folders into one.")
     if operation == "none":
         if applied:
             return ("Prompts to apply were found, but no pull request was opened or changed "
