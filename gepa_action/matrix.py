@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, redact_secrets
 from .gitops import Git
 from .report.model import Report, TaskReport
 from .report.model import load as load_report
@@ -371,6 +371,8 @@ def combine(workspace: Workspace, dirs: Sequence[Path], *, selected: Sequence[st
                                                   f"({first.folder})", key="--from-runs",
                                  hint="pass one finished run per task (remove the older folder)")
             owners[result.task] = run
+    # A reason quotes run.json's status, an error message of the job: no secret of it reaches the PR.
+    skipped = [SkippedRun(s.task, s.run, redact_secrets(s.reason)) for s in skipped]
     order = {t.name: i for i, t in enumerate(workspace.tasks)}
     results = sorted((t for run in runs for t in run.tasks), key=lambda t: order.get(t.task, len(order)))
     return Combined(combined_report(runs, results), runs, skipped)
