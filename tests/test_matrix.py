@@ -48,13 +48,14 @@ class Jobs:
 
 def _tune_jobs(tmp: Path, bare: Path, env: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
     """One process per task, at the same time, each in its own clone (a runner's checkout) with its own
-    job summary file."""
+    job summary file. The billing job runs plain `gepa-tune tune`: its run folder combines as well."""
     procs = {}
     for task in TASKS:
         job = tmp / f"job-{task}"
         git(tmp, "clone", "--quiet", str(bare), str(job))
         (tmp / f"summary-{task}").write_text("")
-        procs[task] = subprocess.Popen([str(GEPA_TUNE), "-C", str(job), "action", "--no-propose", task],
+        command = ["tune", task] if task == "billing" else ["action", "--no-propose", task]
+        procs[task] = subprocess.Popen([str(GEPA_TUNE), "-C", str(job), *command],
                                        env={**env, "GITHUB_STEP_SUMMARY": str(tmp / f"summary-{task}")},
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     logs = {task: proc.communicate(timeout=300)[0] for task, proc in procs.items()}
