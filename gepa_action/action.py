@@ -2,7 +2,9 @@
 
 The flow, and the rules a reviewer can rely on:
 
-1. Tune the chosen tasks (the same run as `gepa-tune tune`, in `.gepa/runs/<id>/`).
+1. Tune the chosen tasks (the same run as `gepa-tune tune`, in `.gepa/runs/<id>/`). A matrix job stops
+   here (`--no-propose`); a final job takes the matrix's finished runs from disk instead of tuning
+   (`--from-runs`: the checks a run folder must pass are in `matrix.py`) and goes on from step 2.
 2. A task's evolved templates are *applied* only when its test-split gain clears the threshold
    (default: the 95% CI lower bound of the test delta is above 0). Test never took part in selection.
 3. Applied: one commit on top of the base branch's current tip (built without touching the checkout)

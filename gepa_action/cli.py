@@ -366,7 +366,8 @@ def _check_from_runs_flags(ctx: click.Context) -> None:
     """--from-runs proposes what other jobs tuned: the options that only steer tuning would be ignored."""
     tuning = ("budget", "seed", "no_cache", "propose")
     given = [name for name in tuning
-             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+             and not (name == "propose" and ctx.params["propose"])]
     if given:
         flag = {"propose": "--no-propose"}.get(given[0], "--" + given[0].replace("_", "-"))
         raise InputError(flag, "is an option of tuning; --from-runs combines runs that are already tuned",
