@@ -46,6 +46,7 @@ from .workspace import Task, Workspace
 
 MAX_RUN_FOLDERS = 256  # a matrix this wide is already past GitHub's 256-job limit per matrix
 MAX_SEARCH_DEPTH = 3  # DIR / artifact name / run id
+MAX_TREE_DEPTH = 4  # a run folder has state/ one level down; nothing deeper is ours
 MAX_ENTRIES = 20_000  # files and folders in one run folder (checkpoints, events, cache-free)
 MAX_RUN_BYTES = 512 * 1024 * 1024
 MAX_META_BYTES = 1024 * 1024
@@ -152,10 +153,16 @@ def _search(folder: Path, depth: int, found: list[Path], skipped: list[SkippedRu
 
 
 def check_tree(folder: Path) -> None:
-    """No link, no special file, bounded entries and bytes: a folder safe to read anything from."""
+    """No link, no special file, bounded depth, entries and bytes: a folder safe to read anything from."""
     entries = 0
     total = 0
-    for top, dirs, files in os.walk(folder, followlinks=False):
+
+    def unreadable(error: OSError) -> None:
+        raise _Unusable(f"cannot be read ({error.strerror or type(error).__name__})")
+
+    for top, dirs, files in os.walk(folder, followlinks=False, onerror=unreadable):
+        if len(Path(top).relative_to(folder).parts) >= MAX_TREE_DEPTH:  # checked before os.walk goes deeper
+            raise _Unusable(f"is nested more than {MAX_TREE_DEPTH} folders deep")
         for name in dirs + files:
             entries += 1
             path = Path(top) / name

@@ -231,6 +231,10 @@ def _nested(run: Path) -> None:
     (run / "report.json").write_text("[" * 200_000)
 
 
+def _deep(run: Path) -> None:
+    (run / "state" / Path(*["d"] * 40)).mkdir(parents=True)
+
+
 def _fifo(run: Path) -> None:
     os.mkfifo(run / "events.fifo")
 
@@ -239,6 +243,7 @@ def _fifo(run: Path) -> None:
     (_huge, "is larger than 512 MB"),
     (_nested, "report.json: not valid JSON (nested too deeply)"),
     (_fifo, "holds a special file (events.fifo)"),
+    (_deep, "is nested more than 4 folders deep"),
     (_truncate, "report.json: not valid JSON"),
     (_link_out, "holds a symbolic link (state/notes.txt)"),
     (_escape_path, "names a template the task does not have"),
