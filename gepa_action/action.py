@@ -2,7 +2,9 @@
 
 The flow, and the rules a reviewer can rely on:
 
-1. Tune the chosen tasks (the same run as `gepa-tune tune`, in `.gepa/runs/<id>/`).
+1. Tune the chosen tasks (the same run as `gepa-tune tune`, in `.gepa/runs/<id>/`). A matrix job stops
+   here (`--no-propose`); a final job takes the matrix's finished runs from disk instead of tuning
+   (`--from-runs`: the checks a run folder must pass are in `matrix.py`) and goes on from step 2.
 2. A task's evolved templates are *applied* only when its test-split gain clears the threshold
    (default: the 95% CI lower bound of the test delta is above 0). Test never took part in selection.
 3. Applied: one commit on top of the base branch's current tip (built without touching the checkout)
@@ -36,11 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import GepaError, InputError
+from .errors import GepaError, InputError, RunError
 from .gitops import TRAILER, Git, Identity
 from .render.pr_body import MARKER, render_job_summary, render_pr_body
+from .render.skipped import skipped_runs_section
 from .render.text import GITHUB_LIMIT, inline
 from .report.model import Report, TaskReport
+from .report.skipped import SkippedRun
 from .workspace import Task, Workspace
 
 PR_BODY_LIMIT = GITHUB_LIMIT
@@ -114,6 +118,8 @@ class ActionOptions:
     task_model: str | None = None
     reflection_model: str | None = None
     dry_run: bool = False
+    propose: bool = True  # False: tune and keep the run folder (a matrix job)
+    from_runs: tuple[Path, ...] = ()  # combine these finished runs instead of tuning (matrix.py)
 
 
 @dataclass
@@ -126,7 +132,8 @@ class ActionResult:
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # shown as ::warning annotations
     applied: list[str] = field(default_factory=list)
-    tune_result: Any = None  # the TuneResult: its report, run folder and per-task outcomes
+    tune_result: Any = None  # the TuneResult (or matrix.Combined): its report, run folder, outcomes
+    skipped: list[SkippedRun] = field(default_factory=list)  # runs --from-runs could not use
 
     def outputs(self) -> dict[str, str]:
         """The step outputs as action.yml documents them: no PR number or URL with `none`."""
@@ -205,6 +212,8 @@ class ActionFlow:
         self.git.use_token(github.token, github.server_url)
         self.identity = Identity.from_env(environ)
         self.outcome: ActionResult | None = None  # what is known so far, for the outputs of a failed run
+        self.run_ids: dict[str, str] = {}  # task -> its own run, when runs were combined
+        self.skipped: list[SkippedRun] = []
 
     def run(self, tune: Callable[[Workspace, list[Task]], Any]) -> ActionResult:
         tasks = self.workspace.select(self.options.tasks)
@@ -212,24 +221,59 @@ class ActionFlow:
         base = self.options.base or self._default_base()
         snapshot = {path: p.read_text(encoding="utf-8") for p in tuned_paths(self.workspace, tasks)
                     if p.exists() and not (path := self.git.path_in_repo(p)).startswith("../")}
-        if not self.options.dry_run:
+        if not self.options.dry_run and self.options.propose:
             self._preflight(branch)  # fail on a wrong repository, token or permission before paying for a run
 
         result = tune(self.workspace, tasks)
-        report, run_path = result.report, Path(result.run.path)
+        return self._conclude(result, Path(result.run.path), branch, base, snapshot)
+
+    def run_from_runs(self) -> ActionResult:
+        """The propose half alone, on runs finished by other jobs (a matrix): one PR, one commit."""
+        from .matrix import combine, describe, write_combined
+
+        combined = combine(self.workspace, self.options.from_runs, selected=self.options.tasks)
+        for line in describe(combined):
+            self.log(line)
+        self.run_ids, self.skipped = combined.run_ids, combined.skipped
+        if not combined.runs:
+            raise RunError(f"none of the {len(combined.skipped)} run(s) given to --from-runs can be used; "
+                           "the reasons are above and in the job summary")
+        # The branch is named after every task asked for, not the ones that happened to finish, so a failed
+        # job does not move the proposal to another branch (and another pull request).
+        branch = self.options.branch or default_branch(self.workspace.select(self.options.tasks))
+        base = self.options.base or self._default_base()
+        tasks = self.workspace.select([t.task for t in combined.report.tasks])
+        snapshot = {path: p.read_text(encoding="utf-8") for p in tuned_paths(self.workspace, tasks)
+                    if p.exists() and not (path := self.git.path_in_repo(p)).startswith("../")}
+        if not self.options.dry_run:
+            self._preflight(branch)
+        return self._conclude(combined, write_combined(self.workspace, combined), branch, base, snapshot)
+
+    def _conclude(self, result: Any, run_path: Path, branch: str, base: str,
+                  snapshot: dict[str, str]) -> ActionResult:
+        """Judge each task's gain, write the PR body, then propose or withdraw (the propose half)."""
+        report = result.report
         report_rel = self.workspace.relative(run_path / "report.md")
         verdicts = {t.task: self.options.threshold.verdict(t) for t in report.tasks}
         applied = [name for name, (ok, _) in verdicts.items() if ok]
         for name, (ok, why) in verdicts.items():
             self.log(f"{name}: {'apply' if ok else 'keep the seed'}: {why}")
-        outcome = ActionResult("none", bool(applied), report_rel, applied=applied, tune_result=result)
+        outcome = ActionResult("none", bool(applied), report_rel, applied=applied, tune_result=result,
+                               skipped=list(self.skipped))
+        outcome.warnings.extend(f"{s.task or '(unknown task)'}: run {s.run} not used: {s.reason}"
+                                for s in self.skipped)
         self.outcome = outcome
         full_link = f"{self.github.server_url}/{self.github.repository}/blob/{branch}/{FULL_REPORT_PATH}"
         body = render_pr_body(report, applied=applied, threshold=self.options.threshold.describe(),
-                              run_url=self.github.run_url, full_report=full_link, limit=PR_BODY_LIMIT)
+                              run_url=self.github.run_url, full_report=full_link, limit=PR_BODY_LIMIT,
+                              skipped=self.skipped)
         (run_path / "pr-body.md").write_text(body.text, encoding="utf-8")
         if self.options.dry_run:
             outcome.messages.append(f"dry run: the PR body is in {self.workspace.relative(run_path / 'pr-body.md')}")
+            return outcome
+        if not self.options.propose:
+            outcome.messages.append(f"tune only: the run folder is {self.workspace.relative(run_path)}; combine it "
+                                    "with others by `gepa-tune action --from-runs DIR`")
             return outcome
         if applied:
             self._propose(report, applied, branch, base, body, snapshot, run_path, outcome)
@@ -401,7 +445,7 @@ class ActionFlow:
         on_base = self.git.show(base_tip, path)
         current = baseline.parse(on_base) if on_base is not None else baseline.Baseline()
         tasks = {t.name: t for t in self.workspace.tasks}
-        entries = {t.task: baseline.entry_from_report(tasks[t.task], t, run_id=report.run_id)
+        entries = {t.task: baseline.entry_from_report(tasks[t.task], t, run_id=self.run_ids.get(t.task, report.run_id))
                    for t in report.tasks if t.task in applied}
         return path, baseline.dumps(current.merged(entries))
 
@@ -410,8 +454,9 @@ class ActionFlow:
         for task in report.tasks:
             if task.task in applied and task.scores.test is not None and task.best is not None:
                 test, es = task.scores.test, task.eval_set
+                run = f", run {self.run_ids[task.task]}" if task.task in self.run_ids else ""
                 lines.append(f"- {task.task}: test {test.seed:.3f} -> {test.best:.3f} on "
-                             f"{es.name}@{es.version} ({', '.join(task.best.changed_modules)})")
+                             f"{es.name}@{es.version} ({', '.join(task.best.changed_modules)}{run})")
         subject = self.options.commit_message or f"gepa-tune: evolve prompts of {', '.join(applied)}"
         return (f"{subject}\n\n" + "\n".join(lines) + f"\n\nThreshold: {self.options.threshold.describe()}\n\n"
                 f"{TRAILER}: {report.run_id}\n")
@@ -461,16 +506,17 @@ def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionO
         workspace = load_for_action(load, options, environ)
         runner.mask(os.environ.get(workspace.lm.api_key_env))
         flow = ActionFlow(workspace, options, GitHubContext.from_env(environ), environ, log)
-        result = flow.run(tune)
+        result = flow.run_from_runs() if options.from_runs else flow.run(tune)
     except Exception as error:  # a bug too: later steps still get outputs and a summary, then it surfaces
         if isinstance(error, InputError):
             runner.annotate(error, _annotation_root(config_dir))
-        _report_failure(runner, error, flow.outcome if flow is not None else None, options)
+        _report_failure(runner, error, flow.outcome if flow is not None else None, options, flow)
         raise
     runner.set_outputs(result.outputs())
+    shown = result.operation if options.propose or options.dry_run else "tune-only"  # the output stays "none"
     runner.add_summary(render_job_summary(result.tune_result.report, applied=result.applied,
-                                          threshold=options.threshold.describe(), operation=result.operation,
-                                          pr_url=result.pr_url))
+                                          threshold=options.threshold.describe(), operation=shown,
+                                          pr_url=result.pr_url, skipped=result.skipped))
     for message in result.messages:
         log(message)
     for warning in result.warnings:
@@ -480,7 +526,8 @@ def run_action(load: Callable[[], Workspace], config_dir: Path, options: ActionO
     return result
 
 
-def _report_failure(runner: Any, error: Exception, outcome: ActionResult | None, options: ActionOptions) -> None:
+def _report_failure(runner: Any, error: Exception, outcome: ActionResult | None, options: ActionOptions,
+                    flow: ActionFlow | None = None) -> None:
     """Outputs and a job summary for a failed step too: later steps (and people) see what happened.
 
     The outputs say `none` unless a PR was already created or updated before the failure."""
@@ -494,9 +541,11 @@ def _report_failure(runner: Any, error: Exception, outcome: ActionResult | None,
     if outcome is not None and outcome.tune_result is not None:
         parts.append(render_job_summary(outcome.tune_result.report, applied=outcome.applied,
                                         threshold=options.threshold.describe(), operation=outcome.operation,
-                                        pr_url=outcome.pr_url).rstrip("\n"))
+                                        pr_url=outcome.pr_url, skipped=outcome.skipped).rstrip("\n"))
     else:
         parts.append("## gepa-tune")
+        if flow is not None and flow.skipped:  # --from-runs found no usable run: say which and why
+            parts.append(skipped_runs_section(flow.skipped))
     text = str(error) if isinstance(error, GepaError) else f"{type(error).__name__} (a bug: see the log)"
     parts.append(f"**Failed:** {inline(text, 2000)}")
     runner.add_summary("\n\n".join(parts))

@@ -311,17 +311,28 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
 @click.option("--reflection-model", help="Reflection model (overrides gepa.yaml).")
 @click.option("--dry-run", is_flag=True, help="Tune and write the PR body into the run folder; no push, no PR.")
 @click.option("--no-cache", is_flag=True, help="Ignore the response cache under .gepa/ (neither read nor write).")
-@click.pass_obj
-def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, branch: str | None,
+@click.option("--propose/--no-propose", default=True, show_default=True,
+              help="--no-propose: tune only and keep the run folder, for a matrix job (no GitHub needed).")
+@click.option("--from-runs", "from_runs", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Do not tune: combine the finished runs in DIR (a run folder, or a folder of downloaded "
+                   "artifacts holding them) into one PR. Repeatable.")
+@click.pass_context
+def action(ctx: click.Context, tasks: tuple[str, ...], budget: int | None, seed: int, branch: str | None,
            base: str | None, labels: tuple[str, ...], draft: bool, min_improvement: str,
            commit_message: str | None, title: str | None, base_url: str | None, task_model: str | None,
-           reflection_model: str | None, dry_run: bool, no_cache: bool) -> None:
+           reflection_model: str | None, dry_run: bool, no_cache: bool, propose: bool,
+           from_runs: tuple[Path, ...]) -> None:
     """Tune, and open or update a pull request when the test gain clears --min-improvement.
 
     \b
     What the GitHub Action runs; works by hand in a clone too (it never touches the checkout):
     GITHUB_REPOSITORY=owner/name and GITHUB_TOKEN say where the PR goes; --dry-run needs neither.
     Outputs go to $GITHUB_OUTPUT and a summary to $GITHUB_STEP_SUMMARY when those are set.
+
+    \b
+    A matrix: each job runs `action --no-propose TASK` and uploads its run folder; a final job
+    runs `action --from-runs DIR` on the downloaded folders: one PR, one commit, one gepa.lock update.
     """
     from .action import ActionOptions, Threshold, run_action
     from .render.terminal import progress_printer
@@ -334,7 +345,9 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
         labels=tuple(lb.strip() for part in labels for lb in part.split(",") if lb.strip()), draft=draft,
         threshold=Threshold.parse(min_improvement), commit_message=commit_message or None, title=title or None,
         base_url=base_url or None, task_model=task_model or None, reflection_model=reflection_model or None,
-        dry_run=dry_run)
+        dry_run=dry_run, propose=propose, from_runs=from_runs)
+    if from_runs:
+        _check_from_runs_flags(ctx)
 
     def tune_tasks(workspace: Any, selected: list[Any]) -> Any:
         for warning in workspace.warnings:
@@ -344,9 +357,23 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
         _show_report(workspace, result.report, result.run.path, as_json=False, write=False, apply_hint=False)
         return result
 
+    obj: Context = ctx.obj
     config_dir = find_config(obj.directory, obj.config).parent
     result = run_action(obj.load, config_dir, options, lambda m: click.echo(m, err=True), tune_tasks)
-    raise_for(result.tune_result)
+    if not from_runs:
+        raise_for(result.tune_result)
+
+
+def _check_from_runs_flags(ctx: click.Context) -> None:
+    """--from-runs proposes what other jobs tuned: the options that only steer tuning would be ignored."""
+    tuning = ("budget", "seed", "no_cache", "propose")
+    given = [name for name in tuning
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+             and not (name == "propose" and ctx.params["propose"])]
+    if given:
+        flag = {"propose": "--no-propose"}.get(given[0], "--" + given[0].replace("_", "-"))
+        raise InputError(flag, "is an option of tuning; --from-runs combines runs that are already tuned",
+                         hint=f"drop {flag}, or give it to the jobs that tune")
 
 
 @main.command()

@@ -177,3 +177,31 @@ class Git:
     def current_branch(self) -> str | None:
         """The checked-out branch (None on a detached HEAD)."""
         return self._run("symbolic-ref", "--short", "-q", "HEAD", what="read HEAD", check=False).strip() or None
+
+    def head(self) -> str:
+        """The commit checked out."""
+        return self._run("rev-parse", "--verify", "HEAD^{commit}", what="read HEAD").strip()
+
+    def is_ancestor(self, commit: str, tip: str) -> bool | None:
+        """Whether `commit` is `tip` or an ancestor of it; None when this clone does not have `commit`
+        (a shallow checkout), so the caller can say what to fetch."""
+        if not all(c in "0123456789abcdef" for c in commit) or len(commit) not in (40, 64):
+            return None  # not a full object name: never handed to git as an option or a revision range
+        proc = subprocess.run(["git", "-C", str(self.directory), "cat-file", "-e", f"{commit}^{{commit}}"],
+                              capture_output=True, check=False)
+        if proc.returncode != 0:
+            return None
+        proc = subprocess.run(["git", "-C", str(self.directory), "merge-base", "--is-ancestor", commit, tip],
+                              capture_output=True, check=False)
+        return proc.returncode == 0
+
+    def changed(self, old: str, new: str, paths: list[str]) -> bool:
+        """Whether any of `paths` differs between two commits."""
+        if not paths:
+            return False
+        proc = subprocess.run(["git", "-C", str(self.directory), "diff", "--quiet", old, new, "--", *paths],
+                              capture_output=True, check=False)
+        if proc.returncode not in (0, 1):
+            raise RunError(f"git: could not compare {old[:12]} with {new[:12]}: "
+                           f"{' '.join(proc.stderr.decode(errors='replace').split())[:300]}")
+        return proc.returncode == 1

@@ -33,6 +33,7 @@ from .paths import write_inside
 from .render.report_md import render_report
 from .report.build import run_report, task_report
 from .report.model import Report, dumps
+from .run_origin import origin_meta
 from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic
 from .signals import sigterm_as_interrupt
 from .workspace import Task, Workspace
@@ -100,6 +101,7 @@ def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> 
         "tasks": [t.name for t in tasks],
         "options": asdict(options),
         "fingerprints": {t.name: fingerprint(t) for t in tasks},
+        **origin_meta(workspace.root, workspace.config_file),  # for `action --from-runs` (matrix.py)
     })
 
 

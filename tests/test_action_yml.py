@@ -71,6 +71,15 @@ def test_every_input_becomes_its_option(tmp_path: Path) -> None:
                     "--title", "Weekly prompts", "--", "triage, summarize"]
 
 
+def test_a_matrix_job_tunes_only_and_the_combine_job_takes_the_run_folders(tmp_path: Path) -> None:
+    assert run_script(tmp_path, propose="false", tasks="route") == [
+        "action", "--seed", "0", "--min-improvement", "ci", "--no-propose", "--", "route"]
+    combine = run_script(tmp_path / "c", from_runs="/tmp/runs a\n\n/tmp/runs b\n", budget="9", seed="3",
+                         propose="false", labels="prompts")
+    assert combine == ["action", "--min-improvement", "ci", "--from-runs", "/tmp/runs a", "--from-runs",
+                       "/tmp/runs b", "--label", "prompts"], "tuning inputs belong to the tune jobs"
+
+
 def test_hostile_input_stays_data(tmp_path: Path) -> None:
     evil = '"; touch pwned; echo "$(touch pwned2)` `'
     args = run_script(tmp_path, title=evil, tasks="*")
@@ -93,6 +102,21 @@ def test_every_input_is_used_and_every_output_is_written(tmp_path: Path) -> None
     written = set(ActionResult("none", False, "").outputs()) | set(WatchOutcome().outputs())
     for name, spec in ACTION["outputs"].items():
         assert spec["value"] == f"${{{{ steps.run.outputs.{name} }}}}" and name in written
+
+
+def test_the_matrix_workflow_tunes_per_task_and_combines_in_one_job() -> None:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/gepa-tune-matrix.yml").read_text())
+    tune, combine = workflow["jobs"]["tune"], workflow["jobs"]["combine"]
+    assert tune["permissions"] == {"contents": "read"} and tune["strategy"]["fail-fast"] is False
+    [action] = [s for s in tune["steps"] if s.get("uses") == "./"]
+    assert action["with"]["propose"] == "false" and action["with"]["tasks"] == "${{ matrix.task }}"
+    [upload] = [s for s in tune["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["if"] == "always()" and "${{ matrix.task }}" in upload["with"]["name"]
+    assert combine["needs"] == "tune" and "!cancelled()" in combine["if"]
+    assert combine["permissions"] == {"contents": "write", "pull-requests": "write"}
+    [download] = [s for s in combine["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+    [propose] = [s for s in combine["steps"] if s.get("uses") == "./"]
+    assert propose["with"]["from-runs"] == download["with"]["path"]
 
 
 @pytest.mark.parametrize("path", [".github/workflows/gepa-tune.yml"])
@@ -133,5 +157,5 @@ def test_checkouts_keep_no_credentials_and_the_action_gets_the_token() -> None:
             for step in job["steps"]:
                 if str(step.get("uses", "")).startswith("actions/checkout@"):
                     assert step.get("with", {}).get("persist-credentials") is False, path.name
-                if step.get("uses") == "./":
+                if step.get("uses") == "./" and step["with"].get("propose") != "false":  # tune-only: no push
                     assert step["with"]["github-token"] == "${{ secrets.GITHUB_TOKEN }}"

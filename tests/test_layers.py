@@ -42,11 +42,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("workspace",),  # gepa.yaml loaded into config types, templates, eval sets and metrics
     ("runner",),  # one candidate on one instance
     ("engine",),
-    ("runs", "scoring"),  # the run folder; the `gepa-tune eval` flow
+    ("runs", "scoring", "run_origin"),  # the run folder and where a run started; the `gepa-tune eval` flow
     ("report",),  # the report model and its builder
     ("render",),  # report.md, the PR body, the job summary, terminal output
     ("tune",),
-    ("baseline", "hooks", "action", "github", "gitops", "gha", "scaffold", "watch", "github_issues", "watch_flow"),
+    ("baseline", "hooks", "action", "github", "gitops", "gha", "scaffold", "watch", "github_issues", "watch_flow",
+     "matrix"),
     ("cli",),
 )
 

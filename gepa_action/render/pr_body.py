@@ -25,6 +25,7 @@ from typing import Any
 
 from ..lm.client import format_cost
 from ..report.model import Report, Row, TaskReport
+from ..report.skipped import SkippedRun
 from .sections import (
     ID_LIMIT,
     charts,
@@ -37,6 +38,7 @@ from .sections import (
     test_verdict,
     val_scoring_line,
 )
+from .skipped import skipped_runs_section
 from .text import GITHUB_LIMIT, code_block, details, fmt_count, fmt_score, fmt_signed, inline, plain, table
 
 MARKER = "<!-- gepa-tune -->"  # the Action finds its own PRs by this first line
@@ -107,21 +109,25 @@ def github_length(text: str) -> int:
 
 
 def render_pr_body(report: Report, *, applied: Collection[str], threshold: str,
-                   run_url: str | None = None, full_report: str | None = None, limit: int = GITHUB_LIMIT) -> PRBody:
+                   run_url: str | None = None, full_report: str | None = None, limit: int = GITHUB_LIMIT,
+                   skipped: Sequence[SkippedRun] = ()) -> PRBody:
     """The Markdown body of the pull request that applies the evolved templates of the tasks in `applied`.
 
     `threshold` is the rule a gain had to clear, in words (shown to say why other tasks were left out);
     `run_url` links the workflow run; `full_report` is a URL or path of the complete report.md, shown
     when anything was cut. The text always has `github_length(text) <= limit - SAFETY_MARGIN` (so also
-    `len(text) <= limit`), whatever the size of the report.
+    `len(text) <= limit`), whatever the size of the report. `skipped`: runs a combined report could not
+    use (`action --from-runs`), listed right after the headline.
     """
     if limit < MIN_LIMIT:
         raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
-    return _Body(report, set(applied), threshold, run_url, full_report, limit).fit(limit - SAFETY_MARGIN)
+    body = _Body(report, set(applied), threshold, run_url, full_report, limit)
+    body.skipped = skipped_runs_section(skipped)
+    return body.fit(limit - SAFETY_MARGIN)
 
 
 def render_job_summary(report: Report, *, applied: Collection[str], threshold: str, operation: str,
-                       pr_url: str | None) -> str:
+                       pr_url: str | None, skipped: Sequence[SkippedRun] = ()) -> str:
     """Markdown for `$GITHUB_STEP_SUMMARY`: what happened to the PR, and each task's numbers.
 
     Short on purpose (no diffs, no instances): the summary page shows every step's summary in a row, and
@@ -131,6 +137,7 @@ def render_job_summary(report: Report, *, applied: Collection[str], threshold: s
     tasks = report.tasks
     parts = [f"## gepa-tune run {inline(report.run_id or 'unknown')}", _operation(operation, pr_url, applied)]
     parts.append(f"A task's evolved prompts are applied when its gain clears the threshold: {inline(threshold)}.")
+    parts += filter(None, [skipped_runs_section(skipped)])
     for task in tasks:
         name = _name(task)
         if name in applied:
@@ -161,6 +168,7 @@ class _Body:
         self.applied = [t for t in tasks if _name(t) in applied]
         self.kept = [t for t in tasks if _name(t) not in applied]
         self.cache: dict[tuple[Any, ...], str] = {}
+        self.skipped = ""  # the "runs not used" section of a combined report
 
     def fit(self, budget: int) -> PRBody:
         """The most detailed level that fits. Each level shows a subset of the one before, so the sizes
@@ -210,6 +218,7 @@ class _Body:
         blocks = [f"{MARKER}\n\n{self.headline()}"]
         if cut:
             blocks.append(self.note(cuts if cuts is not None else _cuts(detail)))
+        blocks.append(self.skipped)
         for index, task in enumerate(self.applied):
             blocks.append(self._cached(("head", index), lambda t=task: _task_head(t, "applied")))
             blocks.append(self._cached(("summary", index), lambda t=task: _summary_tables(t)))
@@ -551,6 +560,9 @@ def _operation(operation: str, pr_url: str | None, applied: set[str]) -> str:
         return f"Left {link} as it is: it already proposes this result (nothing pushed, nothing edited)."
     if operation == "closed":
         return f"Closed {link}: no task's gain clears the threshold any more."
+    if operation == "tune-only":
+        return ("Tuned only (a matrix job): no pull request from this job; the job that runs "
+                "`gepa-tune action --from-runs` combines the run folders into one.")
     if operation == "none":
         if applied:
             return ("Prompts to apply were found, but no pull request was opened or changed "

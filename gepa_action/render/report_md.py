@@ -10,8 +10,11 @@ has (every instance, proposals, usage).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..lm.client import format_cost
 from ..report.model import Report, Row, TaskReport
+from ..report.skipped import SkippedRun
 from .sections import (
     ID_LIMIT,
     charts,
@@ -23,6 +26,7 @@ from .sections import (
     test_verdict,
     val_scoring_line,
 )
+from .skipped import skipped_runs_section
 from .text import details, fmt_count, fmt_duration, fmt_score, fmt_signed, inline, plain, table
 
 OUTPUT_LIMIT = 60  # characters of a model output shown in an instance table
@@ -33,9 +37,10 @@ MAX_ERRORS = 20
 # -- the whole report ----------------------------------------------------------------------------------
 
 
-def render_report(report: Report) -> str:
-    """`report.json` as Markdown: a short run header, then one section per task."""
-    parts = [_run_header(report)]
+def render_report(report: Report, *, skipped: Sequence[SkippedRun] = ()) -> str:
+    """`report.json` as Markdown: a short run header, then one section per task. `skipped`: the runs a
+    combined report (`action --from-runs`) could not use."""
+    parts = [_run_header(report), *filter(None, [skipped_runs_section(skipped)])]
     parts += [render_task(task) for task in report.tasks] or ["No task produced a result."]
     return "\n\n".join(parts) + "\n"
 
