@@ -23,8 +23,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..cost_model import PromptCost
 from ..lm.client import format_cost
 from ..report.model import as_data, blocker
+from .estimate import part_of, prompt_cost_lines
 from .sections import (
     ID_LIMIT,
     Row,
@@ -455,6 +457,7 @@ def _summary_tables(task: Row) -> str:
     scoring = val_scoring_line(task)
     if scoring:
         blocks.append(scoring)
+    blocks.extend(prompt_cost_lines(part_of(task, "prompt_cost", PromptCost)))
     return "\n\n".join(blocks)
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..cost_model import TaskEstimate
 from ..lm.client import format_cost
-from ..report.model import as_data
+from ..report.model import Usage, as_data
+from .estimate import estimate_section, part_of
 from .sections import (
     ID_LIMIT,
     Row,
@@ -75,6 +77,7 @@ def render_task(task: Mapping[str, Any]) -> str:
         _charts(task),
         _proposals(task),
         _usage(task),
+        estimate_section(part_of(task, "estimate", TaskEstimate), part_of(task, "usage", Usage)),
     ]
     return "\n\n".join(block for block in blocks if block)
 
