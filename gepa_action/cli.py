@@ -357,10 +357,17 @@ def action(obj: Context, tasks: tuple[str, ...], budget: int | None, seed: int, 
         dry_run=dry_run)
 
     def tune_tasks(workspace: Any, selected: list[Any]) -> Any:
+        from .gha import Runner
+        from .render.estimate import estimate_summary
+        from .tune import estimate_for
+
         for warning in workspace.warnings:
             click.echo(f"warning: {warning}", err=True)
-        result = run_tune(workspace, selected, TuneOptions(seed=seed, budget=budget), use_cache=not no_cache,
-                          progress=progress_printer())
+        tune_options = TuneOptions(seed=seed, budget=budget)
+        # in the job summary before anything is spent, so a run that dies or is cancelled still shows it
+        Runner(dict(os.environ)).add_summary(
+            estimate_summary([(t.name, estimate_for(workspace, t, tune_options)) for t in selected]))
+        result = run_tune(workspace, selected, tune_options, use_cache=not no_cache, progress=progress_printer())
         _show_report(workspace, result.report, result.run.path, as_json=False, write=False, apply_hint=False)
         return result
 

@@ -4,13 +4,15 @@ and the prompt's own cost in the PR body, against the simulated rule task on the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from fakes import rule_task
-from fakes.openai_server import FakeOpenAI
+from fakes.git_repos import ENV, make_origin
+from fakes.openai_server import FakeOpenAI, Reply
 from fakes.workspace_factory import make_workspace
 
 from gepa_action.cli import main
@@ -146,3 +148,32 @@ def test_pr_body_shows_the_prompts_own_cost_and_says_when_it_grew(tmp_path: Path
     assert f"**Prompt cost:** {cost.seed_tokens:,.0f} → {cost.best_tokens:,.0f} input tokens per call" in body
     assert f"**The evolved prompt is {cost.ratio:.1f}× longer than the committed prompt**" in body
     assert f"At 2,000,000 calls a month of sim-task: ${cost.monthly_usd_delta:,.2f} more a month" in body
+
+
+def test_the_action_job_summary_shows_the_estimate_before_tuning(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    summary = tmp_path / "step_summary"
+    summary.write_text("")
+    seen_at_first_call: list[str] = []
+    answer = rule_task.responder()
+
+    def responder(body: dict) -> Reply:
+        if not seen_at_first_call:
+            seen_at_first_call.append(summary.read_text())
+        return answer(body)
+
+    with FakeOpenAI(responder=responder) as server:
+        source = rule_task.write_workspace(tmp_path / "src", server.url, budget=120)
+        _bare, clone = make_origin(tmp_path, source=source)
+        env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": "",
+               "GITHUB_TOKEN": "", "GITHUB_REPOSITORY": "", "OPENAI_API_KEY": API_KEY}
+        result = CliRunner().invoke(main, ["-C", str(clone), "action", "--dry-run"], env=env,
+                                    catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    before = seen_at_first_call[0]
+    assert before.startswith("## gepa-tune: estimate before tuning")
+    assert re.search(r"^\| route \| \d+–120 \|", before, re.M) and "bounded by max\\_metric\\_calls 120" in before
+    final = summary.read_text()
+    assert final.startswith(before) and "## gepa-tune run" in final[len(before):]

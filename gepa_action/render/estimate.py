@@ -57,6 +57,11 @@ def estimate_table(estimates: Sequence[tuple[str, TaskEstimate]], *, markdown: b
     return "\n".join(lines)
 
 
+def estimate_summary(estimates: Sequence[tuple[str, TaskEstimate]]) -> str:
+    """The job summary's first block, written before tuning starts."""
+    return "## gepa-tune: estimate before tuning\n\n" + estimate_table(estimates, markdown=True)
+
+
 def part_of(task: TaskReport | Mapping[str, Any], name: str, kind: Any) -> Any:
     """`task.<name>` as its model type, from a `TaskReport` or (while renderers still walk the JSON data)
     from its JSON object; None when missing or not of that shape, as every renderer tolerates."""
