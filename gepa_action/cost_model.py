@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Range:
-    """From `low` to `high`; `high` None means nothing in the budget bounds it."""
+    """From `low` to `high`; `high` None means nothing in the budget bounds it. `likely` is the figure
+    of the likely run inside the range (None when it cannot be told)."""
 
     low: float
     high: float | None
+    likely: float | None = None
 
     def contains(self, value: float) -> bool:
         return self.low <= value and (self.high is None or value <= self.high)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .config import CostConfig, LMConfig, Price
@@ -82,25 +83,63 @@ def _judge_tokens(task: Task, instances: Sequence[Instance], output: str) -> lis
     return [message_tokens(messages(output, inst)) for inst in instances]
 
 
-def _reflection_tokens(task: Task, instances: Sequence[Instance], size: int, *, high: bool,
-                       lm: LMConfig) -> int:
-    """Input tokens of the dearest (or cheapest) reflection prompt over the optimizable modules: the
-    minibatch's longest (shortest) instances, answers and feedback at their longest (empty), and, for
-    the high end, the template and the rejected proposals grown to the reflection's max_tokens."""
-    by_size = sorted(instances, key=lambda i: len(str(i.inputs)), reverse=high)[:size]
-    answer = _standin(lm.max_tokens)[:SHOWN_CHARS] if high else ""
-    feedback = "x" * SHOWN_CHARS if high else ""
-    trace = TraceRecord(score=0.0, feedback=feedback, output=answer, step_outputs=[answer] * len(task.steps))
-    examples = [Example(inst, trace, tuple(s.name for s in task.steps)) for inst in by_size]
+def _reflection_tokens(task: Task, instances: Sequence[Instance], size: int, lm: LMConfig, case: str) -> int:
+    """Input tokens of one reflection prompt, the largest over the optimizable modules, for `case`:
+
+    * "low": the minibatch's shortest instances, empty answers and feedback, the seed templates;
+    * "likely": instances of middling size answered with their expected answer, feedback that quotes
+      the expected answer and the instance's notes (what the built-in metrics add), the seed templates;
+    * "high": the longest instances, answers and feedback at their longest, every template grown to
+      what the reflection model can write, and the rejected proposals the prompt shows."""
+    ordered = sorted(instances, key=lambda i: len(str(i.inputs)), reverse=case == "high")
+    if case == "likely":
+        middle = max(0, len(ordered) // 2 - size // 2)
+        ordered = ordered[middle:]
+    examples = []
+    for inst in ordered[:size]:
+        if case == "high":
+            answer, feedback = _standin(lm.max_tokens)[:SHOWN_CHARS], "x" * SHOWN_CHARS
+        elif case == "likely":
+            answer = "" if inst.expected is None else str(inst.expected)
+            feedback = f"expected {answer!r}, got something else. {inst.notes or ''}"
+        else:
+            answer, feedback = "", ""
+        trace = TraceRecord(score=0.0, feedback=feedback, output=answer, step_outputs=[answer] * len(task.steps))
+        examples.append(Example(inst, trace, tuple(s.name for s in task.steps)))
     grown = _standin(lm.reflection_max_tokens)
-    rejected = [Rejection(grown, "x" * 200)] * SHOWN_REJECTIONS if high else []
-    sizes = []
-    for module in task.optimize:
-        texts = task.seed_candidate()
-        if high:
-            texts = {**texts, module: grown}
-        sizes.append(message_tokens(build_messages(task, module, texts, examples, rejected)))
-    return max(sizes) if high else min(sizes)
+    rejected = [Rejection(grown, "x" * 200)] * SHOWN_REJECTIONS if case == "high" else []
+    seed = task.seed_candidate()
+    return max((message_tokens(build_messages(task, module, {**seed, module: grown} if case == "high" else seed,
+                                              examples, rejected))
+                for module in task.optimize), default=0)
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    """One way the run may go: how many calls of each kind, and what one call of each kind sends and gets."""
+
+    calls: float | None  # metric calls (search) plus test calls; None: unbounded
+    reflections: float | None
+    task_in: float
+    task_out: float
+    judge_in: float
+    judge_out: float
+    refl_in: float
+    refl_out: float
+
+    def tokens(self) -> tuple[float | None, float | None]:
+        if self.calls is None or self.reflections is None:
+            return None, None
+        return (self.calls * (self.task_in + self.judge_in) + self.reflections * self.refl_in,
+                self.calls * (self.task_out + self.judge_out) + self.reflections * self.refl_out)
+
+    def dollars(self, task: Price, judge: Price | None, reflection: Price) -> float | None:
+        if self.calls is None or self.reflections is None:
+            return None
+        spend = self.calls * _cost2(task, self.task_in, self.task_out)
+        if judge is not None:
+            spend += self.calls * _cost2(judge, self.judge_in, self.judge_out)
+        return spend + self.reflections * _cost2(reflection, self.refl_in, self.refl_out)
 
 
 # -- the estimate ---------------------------------------------------------------------------------------
@@ -108,8 +147,10 @@ def _reflection_tokens(task: Task, instances: Sequence[Instance], size: int, *, 
 
 def estimate_task(task: Task, lm: LMConfig, options: EngineOptions, *, max_metric_calls: int | None,
                   max_minutes: float | None) -> TaskEstimate:
-    """The range of what tuning `task` with these options and limits may call and cost; calls no model."""
+    """The range of what tuning `task` with these options and limits may call and cost, and the likely
+    figure inside it (a run that uses its budget, answers as long as the expected ones); calls no model."""
     train, val, test = (task.eval_set.by_split(s) for s in ("train", "val", "test"))
+    instances = list(task.eval_set.instances)
     n_val, n_test = len(val), len(test)
     minibatch = max(1, min(options.minibatch, len(train)))
     seed = task.seed_candidate()
@@ -117,32 +158,34 @@ def estimate_task(task: Task, lm: LMConfig, options: EngineOptions, *, max_metri
     reflection_model = lm.reflection_model or task.model
     judge_model = getattr(task.metric, "model", None) if getattr(task.metric, "uses_lm", False) else None
     judge_max = int(getattr(task.metric, "max_tokens", lm.max_tokens) or lm.max_tokens)
-    notes = [f"tokens ~ characters/{CHARS_PER_TOKEN} + {MESSAGE_TOKENS} per message"]
+    notes = [f"tokens ~ characters/{CHARS_PER_TOKEN} + {MESSAGE_TOKENS} per message",
+             "likely: the run uses its budget, answers are as long as the expected ones"]
 
-    instances = task.eval_set.instances
+    # what one task call sends: the seed's prompts at their shortest and on average; at the most, every
+    # optimizable template grown by what the reflection model can write, earlier steps' answers at max_tokens
     seed_sizes = [call_tokens(task, seed, inst) for inst in instances]
-    call_low = min(seed_sizes, default=0)
-    # Proposals may grow every optimizable template up to what the reflection model can write.
     grown = {**seed, **{m: seed[m] + _standin(lm.reflection_max_tokens) for m in task.optimize}}
     call_high = max((call_tokens(task, grown, inst, earlier_output=_standin(lm.max_tokens)) for inst in instances),
                     default=0)
-    judge_low = min(_judge_tokens(task, instances, ""), default=0)
-    judge_high = max(_judge_tokens(task, instances, _standin(lm.max_tokens * steps)), default=0)
+    expected = [count_tokens(str(i.expected)) for i in instances if i.expected is not None]
+    answer_likely = min(lm.max_tokens, sum(expected) / len(expected)) if expected else lm.max_tokens / 2
+    judge_sizes = _judge_tokens(task, instances, "x" * int(answer_likely * CHARS_PER_TOKEN))
     test_seed = [call_tokens(task, seed, inst) for inst in test]
     seed_per_call = sum(test_seed) / len(test_seed) if test_seed else (
         sum(seed_sizes) / len(seed_sizes) if seed_sizes else 0.0)
+    pool = train or instances
+    template_out = max((count_tokens(seed[m]) for m in task.optimize), default=1)
 
     prices = lm.prices
     models = [task.model, reflection_model, *([judge_model] if judge_model else [])]
     unpriced = sorted({m for m in models if m not in prices})
-    cheapest_call = _cost(prices, task.model, call_low, steps) + (
+    judge_low = min(_judge_tokens(task, instances, ""), default=0)
+    cheapest_call = _cost(prices, task.model, min(seed_sizes, default=0), steps) + (
         _cost(prices, judge_model, judge_low, 1) if judge_model else 0.0)
 
-    too_small = max_metric_calls is not None and max_metric_calls < 2 * n_val + 2
     bounds = []
-    calls_high: float | None = None
+    calls_high: float | None = max_metric_calls
     if max_metric_calls is not None:
-        calls_high = max_metric_calls
         bounds.append(f"max_metric_calls {max_metric_calls}")
     if task.budget.max_cost_usd is not None:
         bounds.append(f"max_cost_usd {task.budget.max_cost_usd:g}")
@@ -152,70 +195,64 @@ def estimate_task(task: Task, lm: LMConfig, options: EngineOptions, *, max_metri
     if max_minutes is not None:
         bounds.append(f"max_minutes {max_minutes:g}")
         notes.append(f"the run also ends after {max_minutes:g} minutes, which may come first")
-    if too_small:
+    bound = ", ".join(bounds) or "nothing (stop rules only)"
+    if max_metric_calls is not None and max_metric_calls < 2 * n_val + 2:
         notes.append(f"the budget of {max_metric_calls} metric calls is below the {2 * n_val + 2} a run needs: "
                      "it stops before spending anything")
-        zero = Range(0, 0)
-        return TaskEstimate(zero, zero, zero, zero, zero, None if unpriced else zero, unpriced,
-                            bounds[0] if bounds else "nothing", seed_per_call, notes)
+        zero = Range(0, 0, 0)
+        return TaskEstimate(zero, zero, zero, zero, zero, None if unpriced else zero, unpriced, bound,
+                            round(seed_per_call, 1), notes)
     if calls_high is None:
         notes.append("no max_metric_calls or max_cost_usd: nothing bounds the calls but the stop rules")
     else:
         calls_high = max(calls_high, n_val)
 
-    metric = Range(n_val, calls_high)
-    test_calls = Range(n_test, 2 * n_test)
     repairs = 1 + options.repairs
-    if calls_high is None:
-        reflections = Range(0, None)
-    else:
-        # every evaluated proposal runs its child on at least one minibatch; a stretch of proposals
-        # that never reach evaluation is cut off by the invalid-round stop rule
+    refl_high: float | None = None
+    refl_likely: float | None = None
+    if calls_high is not None:
+        # every evaluated proposal runs its child on at least one minibatch; a stretch of proposals that never
+        # reach evaluation is cut off by the invalid-round stop rule. Likely: a proposal costs the parent's and
+        # the child's minibatch and, for a child that wins it, a race on val (half of val on average).
         evaluated = math.ceil((calls_high - n_val) / minibatch)
-        reflections = Range(0, (evaluated + options.max_invalid_rounds * options.parallel) * repairs)
-        notes.append(f"reflections: up to {repairs} per proposal (one repair turn), and at most "
+        refl_high = (evaluated + options.max_invalid_rounds * options.parallel) * repairs
+        refl_likely = math.ceil((calls_high - n_val) / (2 * minibatch + n_val / 2))
+        notes.append(f"reflections: at most {repairs} per proposal (one repair turn), and at most "
                      f"{options.max_invalid_rounds} rounds in a row of proposals that fail validation")
-    refl_in_low = _reflection_tokens(task, train or list(instances), minibatch, high=False, lm=lm)
-    refl_in_high = (_reflection_tokens(task, train or list(instances), minibatch, high=True, lm=lm)
-                    + lm.reflection_max_tokens + REPAIR_REQUEST_TOKENS)
-    refl_out_low = min((count_tokens(seed[m]) for m in task.optimize), default=1)
+    mean_call = sum(seed_sizes) / len(seed_sizes) if seed_sizes else 0.0
+    low = _Scenario(calls=n_val + n_test, reflections=0, task_in=min(seed_sizes, default=0), task_out=steps,
+                    judge_in=judge_low if judge_model else 0, judge_out=1 if judge_model else 0,
+                    refl_in=0, refl_out=0)
+    likely = _Scenario(
+        calls=None if calls_high is None else calls_high + 2 * n_test, reflections=refl_likely, task_in=mean_call,
+        task_out=steps * answer_likely, judge_in=sum(judge_sizes) / len(judge_sizes) if judge_sizes else 0,
+        judge_out=min(judge_max, 100) if judge_model else 0,
+        refl_in=_reflection_tokens(task, pool, minibatch, lm, "likely"), refl_out=template_out * 1.5 + 60)
+    high = _Scenario(
+        calls=None if calls_high is None else calls_high + 2 * n_test, reflections=refl_high, task_in=call_high,
+        task_out=steps * lm.max_tokens,
+        judge_in=max(_judge_tokens(task, instances, _standin(lm.max_tokens * steps)), default=0),
+        judge_out=judge_max if judge_model else 0,
+        refl_in=_reflection_tokens(task, pool, minibatch, lm, "high") + lm.reflection_max_tokens
+        + REPAIR_REQUEST_TOKENS, refl_out=lm.reflection_max_tokens)
 
-    def total(calls: float | None, per_call: int, per_judge: int, refl: float | None, per_refl: int) -> float | None:
-        if calls is None or refl is None:
-            return None
-        judge = per_judge if judge_model else 0
-        return calls * (per_call + judge) + refl * per_refl
-
-    low_calls = metric.low + test_calls.low
-    high_calls = None if metric.high is None else metric.high + (test_calls.high or 0)
-    input_tokens = Range(total(low_calls, call_low, judge_low, reflections.low, refl_in_low) or 0,
-                         total(high_calls, call_high, judge_high, reflections.high, refl_in_high))
-    output_tokens = Range(total(low_calls, steps, 1, reflections.low, refl_out_low) or 0,
-                          total(high_calls, steps * lm.max_tokens, judge_max, reflections.high,
-                                lm.reflection_max_tokens))
+    (in_low, out_low), (in_likely, out_likely), (in_high, out_high) = low.tokens(), likely.tokens(), high.tokens()
     cost: Range | None = None
-    if not unpriced:
-        def dollars(calls: float | None, refl: float | None, high: bool) -> float | None:
-            if calls is None or refl is None:
-                return None
-            task_in, task_out = (call_high, steps * lm.max_tokens) if high else (call_low, steps)
-            spend = calls * _cost2(prices[task.model], task_in, task_out)
-            if judge_model:
-                judge_in, judge_out = (judge_high, judge_max) if high else (judge_low, 1)
-                spend += calls * _cost2(prices[judge_model], judge_in, judge_out)
-            refl_in, refl_out = (refl_in_high, lm.reflection_max_tokens) if high else (refl_in_low, refl_out_low)
-            return spend + refl * _cost2(prices[reflection_model], refl_in, refl_out)
-
-        low_usd = dollars(low_calls, reflections.low, False) or 0.0
-        high_usd = dollars(high_calls, reflections.high, True)
-        if task.budget.max_cost_usd is not None:
-            high_usd = task.budget.max_cost_usd if high_usd is None else min(high_usd, task.budget.max_cost_usd)
-            low_usd = min(low_usd, high_usd)
-        cost = Range(low_usd, high_usd)
-    else:
+    if unpriced:
         notes.append(f"no price in lm.prices for {', '.join(unpriced)}: dollars unknown")
-    return TaskEstimate(metric, test_calls, reflections, input_tokens, output_tokens, cost, unpriced,
-                        ", ".join(bounds) or "nothing (stop rules only)", round(seed_per_call, 1), notes)
+    else:
+        judge_price = prices[judge_model] if judge_model else None
+        usd = [s.dollars(prices[task.model], judge_price, prices[reflection_model]) for s in (low, likely, high)]
+        if task.budget.max_cost_usd is not None:  # the budget guard stops the run before it would pass this
+            usd = [task.budget.max_cost_usd if u is None else min(u, task.budget.max_cost_usd) for u in usd]
+        cost = Range(usd[0] or 0.0, usd[2], usd[1])
+    return TaskEstimate(
+        metric_calls=Range(n_val, calls_high, calls_high),
+        test_calls=Range(n_test, 2 * n_test, 2 * n_test),
+        reflection_calls=Range(0, refl_high, refl_likely),
+        input_tokens=Range(in_low or 0, in_high, in_likely),
+        output_tokens=Range(out_low or 0, out_high, out_likely),
+        cost_usd=cost, unpriced=unpriced, bound=bound, seed_tokens_per_call=round(seed_per_call, 1), notes=notes)
 
 
 def _cost2(price: Price, prompt: float, completion: float) -> float:

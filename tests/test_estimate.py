@@ -54,9 +54,15 @@ def test_estimate_calls_no_model_and_prints_one_table(tmp_path: Path, sim: FakeO
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["task", "metric", "calls", "test", "calls", "reflection", "calls", "input", "tokens",
                                 "output", "tokens", "dollars"]
-    row = lines[1].split()
-    assert row[0] == "route" and row[1].endswith("–120") and row[-1].startswith("$")
+    row = lines[1].split()  # each cell: the likely figure, then the range
+    assert row[:3] == ["route", "≈120", f"({len(sim_val(tmp_path))}–120)"] and row[-1].startswith("($")
     assert "bounded by max_metric_calls 120" in result.stdout and "characters/4" in result.stdout
+
+
+def sim_val(root: Path) -> list[str]:
+    from gepa_action.workspace import load_workspace
+
+    return [i.id for i in load_workspace(root / "gepa.yaml").tasks[0].eval_set.by_split("val")]
 
 
 def test_estimate_ranges_contain_what_a_real_run_with_the_same_settings_spends(tmp_path: Path,
@@ -78,6 +84,7 @@ def test_estimate_ranges_contain_what_a_real_run_with_the_same_settings_spends(t
     for key, value in actual.items():
         span = Range(**estimate[key])
         assert span.high is not None and span.contains(value), (key, value, span)
+        assert span.likely is not None and span.contains(span.likely), (key, span)
     md = (tmp_path / ".gepa/runs" / report["run_id"] / "report.md").read_text()
     assert "### Estimate and actual" in md and md.count("| within |") == 6
 
@@ -174,6 +181,7 @@ def test_the_action_job_summary_shows_the_estimate_before_tuning(tmp_path: Path,
     assert result.exit_code == 0, result.output
     before = seen_at_first_call[0]
     assert before.startswith("## gepa-tune: estimate before tuning")
-    assert re.search(r"^\| route \| \d+–120 \|", before, re.M) and "bounded by max\\_metric\\_calls 120" in before
+    assert re.search(r"^\| route \| ≈120 \(\d+–120\) \|", before, re.M)
+    assert "bounded by max\\_metric\\_calls 120" in before
     final = summary.read_text()
     assert final.startswith(before) and "## gepa-tune run" in final[len(before):]

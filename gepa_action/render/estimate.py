@@ -19,8 +19,9 @@ LONGER_WARNING = 2.0
 HEADERS = ("task", "metric calls", "test calls", "reflection calls", "input tokens", "output tokens", "dollars")
 
 
-def span(value: Range | None, *, dollars: bool = False, unknown: str = "unknown") -> str:
-    """"30–300", "$0.01–$0.42", "0–no limit"; None is `unknown` (an unpriced model)."""
+def span(value: Range | None, *, dollars: bool = False, unknown: str = "unknown", likely: bool = True) -> str:
+    """"≈280 (30–300)", "$0.01–$0.42", "0–no limit": the likely figure, then the range; None is `unknown`
+    (an unpriced model)."""
     if value is None:
         return unknown
 
@@ -30,7 +31,10 @@ def span(value: Range | None, *, dollars: bool = False, unknown: str = "unknown"
         return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"  # cents hide a cheap run's fractions
 
     high = "no limit" if value.high is None else one(value.high)
-    return one(value.low) if value.high is not None and value.low == value.high else f"{one(value.low)}–{high}"
+    text = one(value.low) if value.high is not None and value.low == value.high else f"{one(value.low)}–{high}"
+    if likely and value.likely is not None and text != one(value.likely):
+        text = f"≈{one(value.likely)} ({text})"
+    return text
 
 
 def _dollars(estimate: TaskEstimate) -> str:
