@@ -196,9 +196,13 @@ def estimate_task(task: Task, lm: LMConfig, options: EngineOptions, *, max_metri
         bounds.append(f"max_minutes {max_minutes:g}")
         notes.append(f"the run also ends after {max_minutes:g} minutes, which may come first")
     bound = ", ".join(bounds) or "nothing (stop rules only)"
-    if max_metric_calls is not None and max_metric_calls < 2 * n_val + 2:
+    if not train or not val:
+        notes.append(f"the {'train' if not train else 'val'} split is empty: the run stops with an error before "
+                     "spending anything")
+    elif max_metric_calls is not None and max_metric_calls < 2 * n_val + 2:
         notes.append(f"the budget of {max_metric_calls} metric calls is below the {2 * n_val + 2} a run needs: "
                      "it stops before spending anything")
+    if not train or not val or max_metric_calls is not None and max_metric_calls < 2 * n_val + 2:
         zero = Range(0, 0, 0)
         return TaskEstimate(zero, zero, zero, zero, zero, None if unpriced else zero, unpriced, bound,
                             round(seed_per_call, 1), notes)

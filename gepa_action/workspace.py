@@ -239,6 +239,10 @@ def _parse_budget(task: Section) -> BudgetConfig:
     )
 
 
+#: A trillion calls a month is beyond any deployment; the bound keeps the dollar arithmetic finite.
+MAX_CALLS_PER_MONTH = 10**12
+
+
 def _parse_cost(parent: Section, default: CostConfig) -> CostConfig:
     """`cost: {calls_per_month: N}`, at the top level or in a task (where it overrides the top level)."""
     section = parent.child("cost")
@@ -246,8 +250,9 @@ def _parse_cost(parent: Section, default: CostConfig) -> CostConfig:
         return default
     section.check_keys(("calls_per_month",))
     calls = section.number("calls_per_month", default.calls_per_month, integer=True)
-    if calls is not None and calls < 1:
-        raise section.error("calls_per_month", f"must be at least 1, got {calls}",
+    if calls is not None and not 1 <= calls <= MAX_CALLS_PER_MONTH:
+        raise section.error("calls_per_month", f"must be from 1 to {MAX_CALLS_PER_MONTH:.0e}, got "
+                            f"{calls if calls < 10**15 else 'a number of ' + str(len(str(calls))) + ' digits'}",
                             hint="give how often the prompt is called in production a month, e.g. 100000, "
                                  "or leave 'cost' out")
     return CostConfig(calls_per_month=calls)

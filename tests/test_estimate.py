@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from fakes import rule_task
 from fakes.git_repos import ENV, make_origin
 from fakes.openai_server import FakeOpenAI, Reply
-from fakes.workspace_factory import make_workspace
+from fakes.workspace_factory import INSTANCES, make_workspace
 
 from gepa_action.cli import main
 from gepa_action.cost_model import Range
@@ -101,7 +101,8 @@ def test_an_unpriced_model_makes_the_dollars_unknown_not_zero(tmp_path: Path, si
 
 
 def test_a_budget_too_small_to_start_says_so_and_a_time_limit_is_named(tmp_path: Path) -> None:
-    make_workspace(tmp_path)
+    make_workspace(tmp_path, instances=[{**row, "split": split} for row, split in
+                                        zip(INSTANCES, ("train", "val", "test", "train"), strict=True)])
     path = tmp_path / "gepa.yaml"
     path.write_text(path.read_text() + "    budget: {max_metric_calls: 300, max_minutes: 5}\n")
     result = run(tmp_path, "tune", "--estimate")
@@ -109,6 +110,15 @@ def test_a_budget_too_small_to_start_says_so_and_a_time_limit_is_named(tmp_path:
     small = run(tmp_path, "tune", "--estimate", "--budget", "2")
     assert small.exit_code == 0 and "below the" in small.stdout and "it stops before spending anything" in small.stdout
     assert small.stdout.splitlines()[1].split()[1:4] == ["0", "0", "0"]
+
+
+def test_an_empty_split_is_named_and_nothing_is_estimated(tmp_path: Path) -> None:
+    make_workspace(tmp_path)  # four instances: the default split leaves train empty
+    path = tmp_path / "gepa.yaml"
+    path.write_text(path.read_text() + "    split: {train: 0, val: 0.5, test: 0.5}\n")
+    result = run(tmp_path, "tune", "--estimate")
+    assert result.exit_code == 0 and "the train split is empty" in result.stdout, result.output
+    assert result.stdout.splitlines()[1].split()[1:4] == ["0", "0", "0"]
 
 
 def test_estimate_refuses_resume_in_one_line(tmp_path: Path) -> None:
@@ -120,6 +130,7 @@ def test_estimate_refuses_resume_in_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("cost", "where", "problem"), [
     ("{calls_per_month: 0}", "cost.calls_per_month", "e.g. 100000"),
+    ("{calls_per_month: " + "9" * 500 + "}", "cost.calls_per_month", "500 digits"),
     ("{calls_per_month: lots}", "cost.calls_per_month", ""),
     ("{calls_per_month: 1.5}", "cost.calls_per_month", ""),
     ("{calls_per_monht: 5}", "calls_per_monht", "calls_per_month"),
