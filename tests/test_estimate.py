@@ -85,8 +85,16 @@ def test_estimate_ranges_contain_what_a_real_run_with_the_same_settings_spends(t
         span = Range(**estimate[key])
         assert span.high is not None and span.contains(value), (key, value, span)
         assert span.likely is not None and span.contains(span.likely), (key, span)
-    md = (tmp_path / ".gepa/runs" / report["run_id"] / "report.md").read_text()
+    run_dir = tmp_path / ".gepa/runs" / report["run_id"]
+    md = (run_dir / "report.md").read_text()
     assert "### Estimate and actual" in md and md.count("| within |") == 6
+    # a run.json edited into nonsense re-renders without the estimate, never with a traceback
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["estimates"]["route"] = {"metric_calls": "lots"}
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    again = run(tmp_path, "report", report["run_id"], "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["tasks"][0]["estimate"] is None
+    assert "Estimate and actual" not in (run_dir / "report.md").read_text()
 
 
 def test_an_unpriced_model_makes_the_dollars_unknown_not_zero(tmp_path: Path, sim: FakeOpenAI) -> None:
