@@ -108,10 +108,11 @@ def _reflection_tokens(task: Task, instances: Sequence[Instance], size: int, lm:
         examples.append(Example(inst, trace, tuple(s.name for s in task.steps)))
     grown = _standin(lm.reflection_max_tokens)
     rejected = [Rejection(grown, "x" * 200)] * SHOWN_REJECTIONS if case == "high" else []
-    seed = task.seed_candidate()
-    return max((message_tokens(build_messages(task, module, {**seed, module: grown} if case == "high" else seed,
-                                              examples, rejected))
-                for module in task.optimize), default=0)
+    texts = task.seed_candidate()
+    if case == "high":  # every optimizable template as long as a reflection reply can make it
+        texts = {**texts, **{m: grown for m in task.optimize}}
+    return max((message_tokens(build_messages(task, module, texts, examples, rejected)) for module in task.optimize),
+               default=0)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,10 @@ def estimate_task(task: Task, lm: LMConfig, options: EngineOptions, *, max_metri
         refl_likely = math.ceil((calls_high - n_val) / (2 * minibatch + n_val / 2))
         notes.append(f"reflections: at most {repairs} per proposal (one repair turn), and at most "
                      f"{options.max_invalid_rounds} rounds in a row of proposals that fail validation")
-    mean_call = sum(seed_sizes) / len(seed_sizes) if seed_sizes else 0.0
+    # a pipeline's later steps read what the earlier ones answered: as long as an expected answer, likely
+    likely_sizes = ([call_tokens(task, seed, inst, earlier_output=_standin(math.ceil(answer_likely)))
+                     for inst in instances] if steps > 1 else seed_sizes)
+    mean_call = sum(likely_sizes) / len(likely_sizes) if likely_sizes else 0.0
     low = _Scenario(calls=n_val + n_test, reflections=0, task_in=min(seed_sizes, default=0), task_out=steps,
                     judge_in=judge_low if judge_model else 0, judge_out=1 if judge_model else 0,
                     refl_in=0, refl_out=0)

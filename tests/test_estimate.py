@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from fakes import rule_task
 from fakes.git_repos import ENV, make_origin
 from fakes.openai_server import FakeOpenAI, Reply
-from fakes.workspace_factory import INSTANCES, make_workspace
+from fakes.workspace_factory import INSTANCES, make_workspace, with_steps
 
 from gepa_action.cli import main
 from gepa_action.cost_model import Range
@@ -127,6 +127,26 @@ def test_an_empty_split_is_named_and_nothing_is_estimated(tmp_path: Path) -> Non
     result = run(tmp_path, "tune", "--estimate")
     assert result.exit_code == 0 and "the train split is empty" in result.stdout, result.output
     assert result.stdout.splitlines()[1].split()[1:4] == ["0", "0", "0"]
+
+
+def test_a_pipeline_with_a_judge_counts_every_step_and_the_judge(tmp_path: Path) -> None:
+    rows = [{**row, "split": split} for row, split in zip(INSTANCES, ("train", "val", "test", "train"), strict=True)]
+    config = with_steps("""
+        - {name: one, user: prompts/user.j2, output: facts}
+        - {name: two, system: prompts/system.j2, user: prompts/two.j2}
+        """).replace("metric: {type: exact, ignore_case: true}",
+                     "metric: {type: llm_judge, rubric: names the right team, model: judge-m}")
+    priced = config.replace("  concurrency: 4\n", "  concurrency: 4\n  prices: {test-model: {input: 1, output: 2}}\n")
+    make_workspace(tmp_path, {"prompts/two.j2": "Facts: {{ facts }}"}, config=priced, instances=rows)
+    unpriced = json.loads(run(tmp_path, "tune", "--estimate", "--json").stdout)["triage"]
+    assert unpriced["cost_usd"] is None and unpriced["unpriced"] == ["judge-m"]
+    (tmp_path / "gepa.yaml").write_text(priced.replace("{input: 1, output: 2}}",
+                                                       "{input: 1, output: 2}, judge-m: {input: 1, output: 2}}"))
+    data = json.loads(run(tmp_path, "tune", "--estimate", "--json").stdout)["triage"]
+    # the cheapest run: seed on val (1) and test (1); each call two task answers and one judge answer
+    assert data["metric_calls"]["low"] == 1 and data["test_calls"]["low"] == 1
+    assert data["output_tokens"]["low"] == 2 * (2 + 1)
+    assert data["cost_usd"]["low"] > 0 and data["unpriced"] == []
 
 
 def test_estimate_refuses_resume_in_one_line(tmp_path: Path) -> None:
