@@ -19,11 +19,11 @@ LONGER_WARNING = 2.0
 HEADERS = ("task", "metric calls", "test calls", "reflection calls", "input tokens", "output tokens", "dollars")
 
 
-def span(value: Range | None, *, dollars: bool = False, unknown: str = "unknown", likely: bool = True) -> str:
+def span(value: Range | None, *, dollars: bool = False) -> str:
     """"≈280 (30–300)", "$0.01–$0.42", "0–no limit": the likely figure, then the range; None is `unknown`
     (an unpriced model)."""
     if value is None:
-        return unknown
+        return "unknown"
 
     def one(x: float) -> str:
         if not dollars:
@@ -32,7 +32,7 @@ def span(value: Range | None, *, dollars: bool = False, unknown: str = "unknown"
 
     high = "no limit" if value.high is None else one(value.high)
     text = one(value.low) if value.high is not None and value.low == value.high else f"{one(value.low)}–{high}"
-    if likely and value.likely is not None and text != one(value.likely):
+    if value.likely is not None and text != one(value.likely):
         text = f"≈{one(value.likely)} ({text})"
     return text
 
