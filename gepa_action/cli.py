@@ -253,6 +253,8 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
               help="Score an accepted child on val in stages, stopping it once it falls behind its parent.")
 @click.option("--lookahead/--no-lookahead", default=ENGINE.lookahead, show_default=True,
               help="Propose from a child while it is being scored on val (overlaps the two; shorter wall time).")
+@click.option("--estimate", is_flag=True,
+              help="Print what the run may call and cost (a range per task), call no model, and exit.")
 @click.option("--resume", "resume", metavar="RUN_ID", help="Continue an interrupted run (options come from it).")
 @click.option("--write", is_flag=True, help="Write the best templates into the workspace when the run ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report (report.json) instead of text.")
@@ -262,7 +264,7 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.pass_obj
 def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: float | None, seed: int,
          strategy: str, minibatch: int, parallel: int, max_merges: int, race: bool, lookahead: bool,
-         resume: str | None, write: bool, as_json: bool, no_cache: bool, local: bool) -> None:
+         estimate: bool, resume: str | None, write: bool, as_json: bool, no_cache: bool, local: bool) -> None:
     """Evolve the prompts with GEPA within the budget; score seed and best on the held-out test split.
 
     \b
@@ -273,6 +275,9 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
     from .render.terminal import progress_printer
     from .tune import TuneOptions, raise_for, run_tune
 
+    if estimate and resume:
+        raise InputError("--estimate", "estimates a new run, not a resumed one",
+                         hint="drop --resume (the resumed run's estimate is in its report.json)")
     if resume and not local:  # a --local run resumes on the local models without being told again
         from .tune import resumes_local
 
@@ -287,10 +292,27 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
     options = TuneOptions(seed=seed, budget=budget, max_minutes=max_minutes, strategy=strategy, minibatch=minibatch,
                           parallel=parallel, max_merges=max_merges, race=race, lookahead=lookahead,
                           local=local)
+    if estimate:
+        _show_estimate(workspace, selected, options, as_json=as_json)
+        return
     result = run_tune(workspace, selected, options, resume=resume, use_cache=not no_cache,
                       progress=None if as_json else progress_printer())
     _show_report(workspace, result.report, result.run.path, as_json=as_json, write=write)
     raise_for(result)
+
+
+def _show_estimate(workspace: Any, tasks: list[Any], options: Any, *, as_json: bool) -> None:
+    """`tune --estimate`: one table (or one JSON object), worked out offline; no model is called."""
+    from dataclasses import asdict
+
+    from .render.estimate import estimate_table
+    from .tune import estimate_for
+
+    estimates = [(task.name, estimate_for(workspace, task, options)) for task in tasks]
+    if as_json:
+        click.echo(json.dumps({name: asdict(e) for name, e in estimates}, indent=1))
+    else:
+        click.echo(estimate_table(estimates))
 
 
 @main.command()
@@ -350,10 +372,17 @@ def action(ctx: click.Context, tasks: tuple[str, ...], budget: int | None, seed:
         _check_from_runs_flags(ctx)
 
     def tune_tasks(workspace: Any, selected: list[Any]) -> Any:
+        from .gha import Runner
+        from .render.estimate import estimate_summary
+        from .tune import estimate_for
+
         for warning in workspace.warnings:
             click.echo(f"warning: {warning}", err=True)
-        result = run_tune(workspace, selected, TuneOptions(seed=seed, budget=budget), use_cache=not no_cache,
-                          progress=progress_printer())
+        tune_options = TuneOptions(seed=seed, budget=budget)
+        # in the job summary before anything is spent, so a run that dies or is cancelled still shows it
+        Runner(dict(os.environ)).add_summary(
+            estimate_summary([(t.name, estimate_for(workspace, t, tune_options)) for t in selected]))
+        result = run_tune(workspace, selected, tune_options, use_cache=not no_cache, progress=progress_printer())
         _show_report(workspace, result.report, result.run.path, as_json=False, write=False, apply_hint=False)
         return result
 

@@ -74,6 +74,14 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class CostConfig:
+    """`cost:` in gepa.yaml (top level, or per task to override it): how often the prompt runs in
+    production, so the PR body can price a longer or shorter prompt by the month (None: not shown)."""
+
+    calls_per_month: int | None = None
+
+
+@dataclass(frozen=True)
 class GateConfig:
     """The pre-push regression gate (`gepa-tune hook eval`): how far a val score may drop (None: default)."""
 

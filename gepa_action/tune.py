@@ -21,18 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from .cache import CacheFull
+from .cost_model import TaskEstimate
 from .engine.budget import Limits
 from .engine.loop import Engine
 from .engine.options import DEFAULT_SEED, MAX_PARALLEL, EngineOptions
 from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
+from .estimate import estimate_task, prompt_cost
 from .lm.client import LMClient
 from .lm.session import check_credentials, with_client
 from .paths import write_inside
 from .render.report_md import render_report
 from .report.build import run_report, task_report
-from .report.model import Report, dumps
+from .report.model import Report, ReportFormatError, dumps, read_part
 from .run_origin import origin_meta
 from .runs import RunDir, RunWriteError, text_hash, utc_now, write_atomic
 from .signals import sigterm_as_interrupt
@@ -95,6 +97,13 @@ def limits_for(task: Task, options: TuneOptions, run: RunDir) -> Limits:
     return Limits(calls, budget.max_cost_usd, minutes, run.stop_file)
 
 
+def estimate_for(workspace: Workspace, task: Task, options: TuneOptions) -> TaskEstimate:
+    """What tuning `task` with `options` may call and cost (`--estimate`, run.json, the job summary)."""
+    calls = options.budget if options.budget is not None else task.budget.max_metric_calls
+    minutes = options.max_minutes if options.max_minutes is not None else task.budget.max_minutes
+    return estimate_task(task, workspace.lm, options.engine(), max_metric_calls=calls, max_minutes=minutes)
+
+
 def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> RunDir:
     return RunDir.create(workspace.root, {
         "config": workspace.relative(workspace.config_file),
@@ -102,7 +111,19 @@ def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> 
         "options": asdict(options),
         "fingerprints": {t.name: fingerprint(t) for t in tasks},
         **origin_meta(workspace.root, workspace.config_file),  # for `action --from-runs` (matrix.py)
+        # made before anything is spent, so the report can set it beside what the run did spend
+        "estimates": {t.name: asdict(estimate_for(workspace, t, options)) for t in tasks},
     })
+
+
+def recorded_estimate(meta: Mapping[str, Any], task: str) -> TaskEstimate | None:
+    """The estimate run.json holds for `task`; None for a run started before estimates were recorded, or
+    one whose record was edited into something else (the report then shows no estimate)."""
+    data = (meta.get("estimates") or {}).get(task) if isinstance(meta.get("estimates"), dict) else None
+    try:
+        return None if data is None else read_part(TaskEstimate, data, f"estimates.{task}")
+    except ReportFormatError:
+        return None
 
 
 def options_from(meta: Mapping[str, Any], run: RunDir) -> TuneOptions:
@@ -235,8 +256,12 @@ def write_reports(workspace: Workspace, run: RunDir, tasks: list[Task], statuses
             continue
         limits = limits_for(task, options, run)
         reflection = workspace.lm.reflection_model or task.model
+        best = state.candidate(state.final["best"]) if state.final else state.best()
         task_reports.append(task_report(task, state, budget=limits.max_metric_calls, reflection_model=reflection,
-                                        status=known.get(task.name, "interrupted")))
+                                        status=known.get(task.name, "interrupted"),
+                                        estimate=recorded_estimate(meta, task.name),
+                                        prompt_cost=prompt_cost(task, state.candidate(0).texts, best.texts,
+                                                                workspace.lm.prices, task.cost)))
     report = run_report(meta, task_reports)
     try:
         write_atomic(run.path / "report.json", dumps(report))

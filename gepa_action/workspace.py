@@ -16,6 +16,7 @@ from .config import (
     CONFIG_NAME,
     PROVIDERS,
     BudgetConfig,
+    CostConfig,
     GateConfig,
     LMConfig,
     Price,
@@ -48,6 +49,7 @@ class Task:
     metric: Metric
     #: The task's own `watch:` settings; None follows the workspace's.
     watch: WatchConfig | None = None
+    cost: CostConfig = field(default_factory=CostConfig)
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -68,6 +70,7 @@ class Workspace:
     warnings: list[str] = field(default_factory=list)
     gate: GateConfig = field(default_factory=GateConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
     def relative(self, path: Path) -> str:
         return display_path(self.root, path)
@@ -87,7 +90,7 @@ class Workspace:
 LM_KEYS = ("provider", "base_url", "api_key_env", "task_model", "reflection_model", "judge_model", "temperature",
            "max_tokens", "reflection_max_tokens", "concurrency", "timeout", "max_retries", "prices")
 TASK_KEYS = ("name", "description", "model", "prompt", "steps", "optimize", "eval", "metric", "split", "budget",
-             "watch")
+             "watch", "cost")
 ROLES = ("system", "user")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -259,6 +262,25 @@ def _parse_budget(task: Section) -> BudgetConfig:
     )
 
 
+#: A trillion calls a month is beyond any deployment; the bound keeps the dollar arithmetic finite.
+MAX_CALLS_PER_MONTH = 10**12
+
+
+def _parse_cost(parent: Section, default: CostConfig) -> CostConfig:
+    """`cost: {calls_per_month: N}`, at the top level or in a task (where it overrides the top level)."""
+    section = parent.child("cost")
+    if section is None:
+        return default
+    section.check_keys(("calls_per_month",))
+    calls = section.number("calls_per_month", default.calls_per_month, integer=True)
+    if calls is not None and not 1 <= calls <= MAX_CALLS_PER_MONTH:
+        raise section.error("calls_per_month", f"must be from 1 to {MAX_CALLS_PER_MONTH:.0e}, got "
+                            f"{calls if calls < 10**15 else 'a number of ' + str(len(str(calls))) + ' digits'}",
+                            hint="give how often the prompt is called in production a month, e.g. 100000, "
+                                 "or leave 'cost' out")
+    return CostConfig(calls_per_month=calls)
+
+
 #: A template whose renders add up to more than this while averaging over SLOW_RENDER_EACH is refused
 #: (each render stays under the 2 s limit, but a thousand of them would stall `check` for half an hour;
 #: an ordinary prompt renders in well under a millisecond).
@@ -314,7 +336,7 @@ def _check_render(module: str, template: PromptTemplate, variables: dict[str, An
                          f"{str(exc).rstrip('.')}", hint=exc.hint) from None
 
 
-def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) -> Task:
+def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str], cost: CostConfig) -> Task:
     section = Section(doc, ("tasks", index), doc.data["tasks"][index])
     section.check_keys(TASK_KEYS)
     name = section.get("name", str, required=True)
@@ -376,6 +398,7 @@ def _load_task(doc: Doc, index: int, root: Path, lm: LMConfig, names: set[str]) 
         eval_set=eval_set,
         metric=metric,
         watch=_parse_watch(section),
+        cost=_parse_cost(section, cost),
     )
 
 
@@ -391,7 +414,7 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     if not isinstance(doc.data, dict):
         raise InputError(display, "expected a mapping with 'lm' and 'tasks'", line=1,
                          hint="run `gepa-tune init` in an empty folder to see a working example")
-    doc.section().check_keys(("lm", "tasks", "gate", "watch"))
+    doc.section().check_keys(("lm", "tasks", "gate", "watch", "cost"))
     gate_section = doc.section().child("gate")
     gate = GateConfig()
     if gate_section is not None:
@@ -400,6 +423,7 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     watch = _parse_watch(doc.section()) or WatchConfig()
     with reading(display, "config"):
         lm = _parse_lm(doc)
+        cost = _parse_cost(doc.section(), CostConfig())
     raw_tasks: Any = doc.section().get("tasks", list, required=True)
     if not raw_tasks:
         raise doc.error(("tasks",), "no tasks defined", hint="add at least one task under 'tasks:'")
@@ -408,12 +432,13 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
     for index in range(len(raw_tasks)):
         try:
             with reading(display, "config"):  # anything unforeseen still names the file
-                tasks.append(_load_task(doc, index, root, lm, names))
+                tasks.append(_load_task(doc, index, root, lm, names, cost))
         except InputError as exc:
             if errors is None:
                 raise
             errors.append(exc)
-    workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate, watch=watch)
+    workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate, watch=watch,
+                          cost=cost)
     workspace = for_provider(workspace)  # lm.provider: local makes every model a bundled one, free and keyless
     lm, tasks = workspace.lm, workspace.tasks
     for model in sorted({lm.task_model, *(t.model for t in tasks), lm.reflection_model, lm.judge_model} - {None}):

@@ -50,6 +50,20 @@ def test_best_candidate_ties_go_to_the_descendant() -> None:
     assert state.best().id == 3
 
 
+def test_best_candidate_ties_on_val_go_to_the_shorter_prompt_before_train_evidence() -> None:
+    state = _pool()
+    state.candidates[3].val = dict(state.candidates[2].val)  # 3 (the descendant) ties 2 on val
+    state.candidates[3].texts = {"A": "a3 and a much longer instruction", "B": "b0"}
+    assert state.best().id == 2  # shorter wins over the longer ancestry
+    state.candidates[2].texts = {"A": "a0", "B": "b2 plus an even longer instruction than three"}
+    assert state.best().id == 3
+    state.candidates[3].val = {"x": 1, "y": 1, "z": 1}  # a better val mean beats any length
+    assert state.best().id == 3
+    state.candidates[2].texts = state.candidates[3].texts = {"A": "same", "B": "size"}
+    state.candidates[3].val = dict(state.candidates[2].val)
+    assert state.best().id == 3  # equal length: the existing order (the descendant) decides
+
+
 def test_dominance_needs_strictly_better_somewhere() -> None:
     assert dominates({"a": 1, "b": 1}, {"a": 1, "b": 0})
     assert not dominates({"a": 1, "b": 0}, {"a": 1, "b": 0})

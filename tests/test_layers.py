@@ -35,14 +35,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # plain types and helpers that know nothing of the tool's flow
     # render.text is the shared string formatting (fences, escaping, tables; standard library only): the
     # reflection prompt fences its examples with it, so it sits here although the rest of render/ is high
-    ("", "config", "errors", "paths", "yamlsrc", "sandbox", "watchdog", "signals", "stats", "render.text"),
+    ("", "config", "cost_model", "errors", "paths", "yamlsrc", "sandbox", "watchdog", "signals", "stats",
+     "render.text"),
     ("templates", "evals"),  # inputs read from the repository
     ("lm", "cache"),  # the model client, its cache, the local servers and lm/session.py
     ("metrics",),
     ("workspace",),  # gepa.yaml loaded into config types, templates, eval sets and metrics
     ("runner",),  # one candidate on one instance
     ("engine",),
-    ("runs", "scoring", "run_origin"),  # the run folder and where a run started; the `gepa-tune eval` flow
+    ("runs", "scoring", "run_origin", "estimate"),  # run folders, where a run started, `eval`, what a run may spend
     ("report",),  # the report model and its builder
     ("render",),  # report.md, the PR body, the job summary, terminal output
     ("tune",),

@@ -10,7 +10,8 @@ tell them apart, so they share one place, held by the twin with the best *train 
 longer ancestry: every accepted step beat its parent on a train minibatch, so a descendant that ties
 its ancestor on val has shown more on train. Then the scores on the train instances it has been run on
 (smoothed). Without this, a pool full of val-equal twins spends its proposals on the twin that knows
-least. The same evidence breaks ties of the val mean when the run picks its best candidate.
+least. When the run picks its best candidate, a tie of the val mean goes to the shorter prompt first
+(`EngineState.best`), then to the same evidence.
 """
 
 from __future__ import annotations

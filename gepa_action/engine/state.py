@@ -20,6 +20,11 @@ from .run_stats import RunStats
 SCHEMA = 1
 
 
+def prompt_length(texts: dict[str, str]) -> int:
+    """The total length of a candidate's templates, in characters (the shorter-prompt tie-break)."""
+    return sum(len(text) for text in texts.values())
+
+
 @dataclass
 class TraceRecord:
     """One instance run through one candidate: enough to show the reflection model again later.
@@ -162,9 +167,20 @@ class EngineState:
                 for c in self.candidates}
 
     def best(self) -> Candidate:
-        """The candidate with the best val mean; ties go to the better train evidence, then the oldest."""
+        """The candidate with the best val mean; ties go to the shorter prompt, then to the better train
+        evidence, then to the oldest.
+
+        Shorter first because val cannot tell the two apart and every call of the task pays for each
+        character of its prompt forever after; a template that grew without scoring better is cost,
+        not progress. Length is the templates' total text: the inputs rendered into them are the same
+        for every candidate, so it orders candidates as their rendered prompts would."""
         scores, evidence = self.val_scores(), self.evidence()
-        return self.candidates[max(scores, key=lambda cid: rank_key(cid, scores, evidence))]
+
+        def key(cid: int) -> tuple[float, int, tuple[float, ...], int]:
+            mean, train, oldest = rank_key(cid, scores, evidence)
+            return (mean, -prompt_length(self.candidates[cid].texts), train, oldest)
+
+        return self.candidates[max(scores, key=key)]
 
     def ancestors(self, cid: int) -> set[int]:
         seen: set[int] = set()

@@ -26,6 +26,7 @@ from typing import Any
 from ..lm.client import format_cost
 from ..report.model import Report, Row, TaskReport
 from ..report.skipped import SkippedRun
+from .estimate import prompt_cost_lines
 from .sections import (
     ID_LIMIT,
     charts,
@@ -445,6 +446,7 @@ def _summary_tables(task: TaskReport) -> str:
     scoring = val_scoring_line(task)
     if scoring:
         blocks.append(scoring)
+    blocks.extend(prompt_cost_lines(task.prompt_cost))
     return "\n\n".join(blocks)
 
 

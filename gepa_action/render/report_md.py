@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from ..lm.client import format_cost
 from ..report.model import Report, Row, TaskReport
 from ..report.skipped import SkippedRun
+from .estimate import estimate_section
 from .sections import (
     ID_LIMIT,
     charts,
@@ -71,6 +72,7 @@ def render_task(task: TaskReport) -> str:
         _charts(task),
         _proposals(task),
         _usage(task),
+        estimate_section(task.estimate, task.usage),
     ]
     return "\n\n".join(block for block in blocks if block)
 

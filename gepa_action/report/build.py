@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from ..cost_model import PromptCost, TaskEstimate
 from ..engine.state import EngineState
 from ..runner import mean
 from ..stats import paired_bootstrap_ci
@@ -87,7 +88,7 @@ def val_scoring(state: EngineState, val_size: int) -> ValScoring:
 
 
 def task_report(task: Task, state: EngineState, *, budget: int | None, reflection_model: str,
-                status: str) -> TaskReport:
+                status: str, estimate: TaskEstimate | None = None, prompt_cost: PromptCost | None = None) -> TaskReport:
     """Everything about one task's run, in the shape documented in the README (report.json)."""
     seed = state.candidate(0) if state.candidates else None
     best_id = state.final["best"] if state.final else (state.best().id if state.candidates else None)
@@ -157,6 +158,8 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
             wall_s=round(state.wall_s, 3),
             search_wall_s=state.search_wall_s,
         ),
+        estimate=estimate,
+        prompt_cost=prompt_cost,
     )
 
 

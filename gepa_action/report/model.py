@@ -18,15 +18,19 @@ from __future__ import annotations
 import json
 import math
 import types
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
+from ..cost_model import PromptCost, TaskEstimate
 from ..errors import InputError
 from ..stats import BootstrapCI
 
 SCHEMA = 1  # the shape marker every report.json has carried since the first version
-SCHEMA_VERSION = 1  # raise when the shape changes; readers refuse versions above theirs
+SCHEMA_VERSION = 2  # raise when the shape changes; readers refuse versions above theirs
+#: Version 2 added `estimate` and `prompt_cost` to each task. A field marked `since` may be missing
+#: from a file (written before it existed) and reads as its default.
+SINCE = "since"
 UPGRADE_HINT = "re-render it with this gepa-tune (`gepa-tune report RUN_ID`) or use the gepa-tune that wrote it"
 
 
@@ -248,6 +252,10 @@ class TaskReport:
     val_scoring: ValScoring
     errors: list[str]
     usage: Usage
+    #: What `--estimate` said before the run spent anything (see estimate.py); None in older reports.
+    estimate: TaskEstimate | None = field(default=None, metadata={SINCE: 2})
+    #: Input tokens per call of the seed and the best templates, and their monthly difference.
+    prompt_cost: PromptCost | None = field(default=None, metadata={SINCE: 2})
 
     @property
     def finished(self) -> bool:
@@ -352,6 +360,11 @@ def _refuse_constant(name: str) -> Any:
 # -- the one generic reader and writer ------------------------------------------------------------------
 
 
+def read_part(tp: Any, value: Any, key: str) -> Any:
+    """A part of the model (say a `TaskEstimate`) read from JSON data kept elsewhere, checked like report.json."""
+    return _parse(tp, value, key)
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -419,10 +432,12 @@ def _parse_dataclass(cls: type, value: Any, key: str) -> Any:
     if unknown:
         raise ReportFormatError(_join(key, str(unknown[0])), "not a key gepa-tune writes here")
     args = {}
-    for name in names:
-        if name not in value:
-            raise ReportFormatError(_join(key, name), "missing")
-        args[name] = _parse(hints[name], value[name], _join(key, name))
+    for f in fields(cls):
+        if f.name not in value:
+            if f.metadata.get(SINCE) and f.default is not MISSING:
+                continue  # written by a version before the field existed
+            raise ReportFormatError(_join(key, f.name), "missing")
+        args[f.name] = _parse(hints[f.name], value[f.name], _join(key, f.name))
     return cls(**args)
 
 
