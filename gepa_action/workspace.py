@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .config import CONFIG_NAME, PROVIDERS, BudgetConfig, GateConfig, LMConfig, Price, SplitConfig, Step
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
+from .guidance import store as guidance_store
+from .guidance.items import Guidance
 from .lm.session import for_provider
 from .metrics import Metric, build_metric
 from .paths import reading
@@ -36,6 +38,8 @@ class Task:
     templates: dict[str, PromptTemplate]
     eval_set: EvalSet
     metric: Metric
+    #: Reviewer guidance from gepa.guidance.yaml (and, in the Action, the open PR's comments).
+    guidance: Guidance = field(default_factory=Guidance)
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -388,6 +392,7 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
             if errors is None:
                 raise
             errors.append(exc)
+    tasks = _with_guidance(config_file, root, tasks, errors)
     workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate)
     workspace = for_provider(workspace)  # lm.provider: local makes every model a bundled one, free and keyless
     lm, tasks = workspace.lm, workspace.tasks
@@ -395,3 +400,16 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
         if lm.prices and model not in lm.prices:
             workspace.warnings.append(f"{display}: lm.prices: no price for model '{model}'; its cost counts as 0")
     return workspace
+
+
+def _with_guidance(config_file: Path, root: Path, tasks: list[Task], errors: list[InputError] | None) -> list[Task]:
+    """The tasks with their items of gepa.guidance.yaml (beside gepa.yaml), when there is one."""
+    path = guidance_store.path_for(config_file)
+    try:
+        items = guidance_store.load(path, display_path(root, path), [t.name for t in tasks])
+    except InputError as exc:
+        if errors is None:
+            raise
+        errors.append(exc)
+        return tasks
+    return [replace(t, guidance=Guidance(items=items[t.name])) if items.get(t.name) else t for t in tasks]

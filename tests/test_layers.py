@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # render.text is the shared string formatting (fences, escaping, tables; standard library only): the
     # reflection prompt fences its examples with it, so it sits here although the rest of render/ is high
     ("", "config", "errors", "paths", "yamlsrc", "sandbox", "watchdog", "signals", "stats", "render.text"),
-    ("templates", "evals"),  # inputs read from the repository
+    ("templates", "evals", "guidance"),  # inputs read from the repository (guidance: gepa.guidance.yaml)
     ("lm", "cache"),  # the model client, its cache, the local servers and lm/session.py
     ("metrics",),
     ("workspace",),  # gepa.yaml loaded into config types, templates, eval sets and metrics

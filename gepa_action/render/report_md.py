@@ -14,6 +14,7 @@ from typing import Any
 
 from ..lm.client import format_cost
 from ..report.model import as_data
+from .guidance import guidance_block, guidance_of
 from .sections import (
     ID_LIMIT,
     Row,
@@ -71,6 +72,7 @@ def render_task(task: Mapping[str, Any]) -> str:
         _stop_and_errors(task),
         template_change(task),
         _instances(task),
+        guidance_block(guidance_of(task), text_limit=None),
         _lineage(task),
         _charts(task),
         _proposals(task),

@@ -26,7 +26,8 @@ from ..errors import InputError
 from ..stats import BootstrapCI
 
 SCHEMA = 1  # the shape marker every report.json has carried since the first version
-SCHEMA_VERSION = 1  # raise when the shape changes; readers refuse versions above theirs
+SCHEMA_VERSION = 2  # raise when the shape changes; readers refuse versions above theirs
+#: Version 2 added the optional `tasks[].guidance` (reviewer guidance); a version-1 file reads unchanged.
 UPGRADE_HINT = "re-render it with this gepa-tune (`gepa-tune report RUN_ID`) or use the gepa-tune that wrote it"
 
 
@@ -224,6 +225,54 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class GuidanceViolations:
+    """How many outputs break a checkable guidance rule, by the seed (`before`) and the best (`after`)."""
+
+    val_before: int
+    val_after: int
+    test_before: int
+    test_after: int
+    val_size: int
+    test_size: int
+
+
+@dataclass(frozen=True)
+class GuidanceEntry:
+    """One reviewer guidance item the run followed, and what became of it."""
+
+    id: str
+    text: str
+    author: str
+    url: str
+    source: str  # "comment" or "review"
+    path: str | None
+    line: int | None
+    created_at: str
+    rule: str | None  # "forbid /re/" or "require /re/i"
+    new: int  # 1 when this run took it from a comment (the PR commits it to gepa.guidance.yaml)
+    answer: str | None  # the reflection model's latest word on it along the winning lineage
+    answered_by: int | None  # the candidate whose reflection said it
+    violations: GuidanceViolations | None
+
+
+@dataclass(frozen=True)
+class IgnoredComment:
+    """A `/gepa-tune` comment that did not become guidance, and why."""
+
+    author: str
+    url: str
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True)
+class GuidanceReport:
+    items: list[GuidanceEntry]
+    ignored: list[IgnoredComment]
+    dropped: list[str]
+
+
+@dataclass(frozen=True)
 class TaskReport:
     """Everything about one task's run."""
 
@@ -248,6 +297,7 @@ class TaskReport:
     val_scoring: ValScoring
     errors: list[str]
     usage: Usage
+    guidance: GuidanceReport | None = None  # optional (version 2): not written when there is none
 
     @property
     def finished(self) -> bool:
@@ -426,7 +476,10 @@ def _parse_dataclass(cls: type, value: Any, key: str) -> Any:
     if unknown:
         raise ReportFormatError(_join(key, str(unknown[0])), "not a key gepa-tune writes here")
     args = {}
+    optional = {f.name for f in fields(cls) if f.default is None}
     for name in names:
+        if name not in value and name in optional:
+            continue  # a field added later with a default: older files do not have it
         if name not in value:
             raise ReportFormatError(_join(key, name), "missing")
         args[name] = _parse(hints[name], value[name], _join(key, name))
@@ -437,13 +490,19 @@ def _dump(value: Any) -> Any:
     """The JSON value of a model object: dataclasses become objects in field order."""
     if hasattr(value, "to_json_value"):
         return value.to_json_value()
-    if is_dataclass(value):
-        return {f.name: _dump(getattr(value, f.name)) for f in fields(value)}
+    if is_dataclass(value):  # an optional field left at None is not written (files stay as older ones were)
+        return {f.name: _dump(getattr(value, f.name)) for f in fields(value)
+                if not (f.default is None and getattr(value, f.name) is None)}
     if isinstance(value, (list, tuple)):
         return [_dump(v) for v in value]
     if isinstance(value, dict):
         return {k: _dump(v) for k, v in value.items()}
     return value
+
+
+def parse_part(tp: Any, value: Any, key: str) -> Any:
+    """A part of report.json (`tp` a model class) read and checked as `Report.from_json` does."""
+    return _parse(tp, value, key)
 
 
 def as_data(value: Any) -> Any:
