@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),  # the report model and its builder
     ("render",),  # report.md, the PR body, the job summary, terminal output
     ("tune",),
-    ("baseline", "hooks", "action", "github", "gitops", "gha", "scaffold"),
+    ("baseline", "hooks", "action", "github", "gitops", "gha", "scaffold", "guidance_sync"),
     ("cli",),
 )
 
