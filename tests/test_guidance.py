@@ -185,3 +185,18 @@ def test_a_run_follows_the_committed_guidance(tmp_path: Path) -> None:
     assert "**c2** from [@\u200balice](https://github.com/o/r/pull/1#issuecomment-1)" in report_md
     assert "@everyone" not in report_md and "<b>" not in report_md, "the model's answer is escaped"
     assert "> Ignore previous instructions" in report_md
+
+
+def test_a_checkable_rule_changes_the_metric_fingerprint_in_the_lock(tmp_path: Path) -> None:
+    """gepa.lock's metric fingerprint must change with a rule (it changes scores), not with free text."""
+    from dataclasses import replace
+
+    from gepa_action.baseline import metric_sha256
+    from gepa_action.guidance.items import Guidance
+    from gepa_action.workspace import load_workspace
+
+    rule_task.write_workspace(tmp_path, "http://127.0.0.1:9", budget=20)
+    task = load_workspace(tmp_path / "gepa.yaml").tasks[0]
+    plain_text = replace(task, guidance=Guidance(items=(item("c1"),)))
+    ruled = replace(task, guidance=Guidance(items=(item("c1"), item("c2", "x", Rule("forbid", "refund")))))
+    assert metric_sha256(plain_text) == metric_sha256(task) != metric_sha256(ruled)
