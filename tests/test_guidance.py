@@ -200,3 +200,15 @@ def test_a_checkable_rule_changes_the_metric_fingerprint_in_the_lock(tmp_path: P
     plain_text = replace(task, guidance=Guidance(items=(item("c1"),)))
     ruled = replace(task, guidance=Guidance(items=(item("c1"), item("c2", "x", Rule("forbid", "refund")))))
     assert metric_sha256(plain_text) == metric_sha256(task) != metric_sha256(ruled)
+
+
+def test_resume_refuses_when_the_guidance_changed(tmp_path: Path) -> None:
+    with FakeOpenAI(responder=rule_task.responder()) as server:
+        rule_task.write_workspace(tmp_path, server.url, budget=60)
+        (tmp_path / store.FILE_NAME).write_text(store.dumps({"route": (item("c1"),)}))
+        first = CliRunner().invoke(main, ["-C", str(tmp_path), "tune", "--json"], catch_exceptions=False)
+        run_id = json.loads(first.stdout)["run_id"]
+        (tmp_path / store.FILE_NAME).write_text(store.dumps({"route": (item("c1", "something else"),)}))
+        result = CliRunner().invoke(main, ["-C", str(tmp_path), "tune", "--resume", run_id])
+    assert result.exit_code == 2
+    assert f"task 'route': the reviewer guidance (gepa.guidance.yaml) changed since run {run_id}" in result.output
