@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .errors import looks_like_secret, redact_secrets
 from .github import WRITE_PERMISSIONS, ReviewerComment
 from .guidance.commands import parse_command
 from .guidance.items import MAX_ITEMS, Guidance, Ignored, Item, Source
@@ -51,7 +52,7 @@ def sync(current: Mapping[str, Sequence[Item]], comments: Sequence[ReviewerComme
     everywhere: list[Ignored] = []
 
     def ignore(comment: ReviewerComment, reason: str, targets: Sequence[str] = ()) -> None:
-        entry = Ignored(comment.author, comment.url, reason, comment.body[:IGNORED_TEXT])
+        entry = Ignored(comment.author, comment.url, reason, redact_secrets(comment.body[:IGNORED_TEXT]))
         everywhere.append(entry)
         for name in targets or tasks:
             ignored[name].append(entry)
@@ -68,6 +69,10 @@ def sync(current: Mapping[str, Sequence[Item]], comments: Sequence[ReviewerComme
             continue
         if command.kind == "invalid":
             ignore(comment, command.problem or "not a command gepa-tune knows")
+            continue
+        if looks_like_secret(command.text):  # it would be committed, prompted and shown: never
+            ignore(comment, "the comment holds something shaped like an API key or token, so it is not used "
+                            "(delete the comment and revoke the key)")
             continue
         targets = _targets(comment, command.task, tasks)
         if isinstance(targets, str):

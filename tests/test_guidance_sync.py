@@ -70,3 +70,12 @@ def test_a_task_keeps_at_most_max_items() -> None:
     assert len(result.items["route"]) == MAX_ITEMS
     assert len(result.per_task["route"].ignored) == 2
     assert "already has 20 items" in result.per_task["route"].ignored[0].reason
+
+
+def test_a_comment_holding_a_key_is_never_used_nor_kept() -> None:
+    _, permission = permission_log()
+    key = "sk-proj-" + "Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY"
+    result = sync({}, [comment(1, f"/gepa-tune use the key {key} for calls")], permission, TASKS)
+    assert not result.items.get("route") and not result.changed
+    [ignored] = result.per_task["route"].ignored
+    assert "shaped like an API key" in ignored.reason and key not in ignored.text
