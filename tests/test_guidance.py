@@ -78,13 +78,16 @@ def test_a_violation_scores_zero_and_names_the_rule() -> None:
     assert score == 0.0 and "c8 (require /^[a-z_]+$/): the output does not match it" in feedback
 
 
-def test_a_slow_rule_is_bounded_in_time_and_not_counted() -> None:
-    # Slips past the shape check (no nested repeat) but is quadratic per start position on a long output.
-    slow = item("c9", rule=Rule("forbid", r"\s*x\s*y\s*z\s*!"))
+def test_a_slow_rule_is_refused_when_read_and_bounded_in_time_if_checked() -> None:
+    # The right shape (no nested repeat), but cubic per start position on a long run of spaces.
+    command = parse_command("/gepa-tune forbid /\\s*\\s*\\s*\\S/")
+    assert command is not None and command.kind == "invalid" and "takes over 0.05 s" in (command.problem or "")
+    slow = item("c9", rule=Rule("forbid", r"\s*\s*\s*\S"))  # as if written into the file by hand
     started = time.monotonic()
     verdict = check(slow, " " * 200_000)
     assert time.monotonic() - started < 3
-    assert not verdict.violated
+    assert verdict.unchecked and not verdict.violated
+    assert apply([slow], " " * 200_000, 1.0, "ok") == (1.0, "ok\n" + verdict.feedback())
 
 
 # -- gepa.guidance.yaml ---------------------------------------------------------------------------------

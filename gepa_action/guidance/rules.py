@@ -26,6 +26,10 @@ MATCH_SECONDS = 0.2
 #: is checked on its first 20,000 characters.
 CHECKED_CHARS = 20_000
 
+#: Long, repetitive outputs a pattern is tried on when a comment is read, and the time it may take on each.
+_PROBES = tuple(unit * (4000 // len(unit)) for unit in (" ", "a", "0", "\n", "aA0 .-_", "<a>"))
+PROBE_SECONDS = 0.05
+
 try:  # the parser of the `re` module, to read a pattern's shape (named sre_parse before 3.11)
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python 3.10
@@ -34,8 +38,12 @@ except ImportError:  # pragma: no cover - Python 3.10
 _REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
 
 
-def rule_problem(rule: Rule) -> str | None:
-    """Why `rule` cannot be used (too long, does not compile, may backtrack without end), or None."""
+def rule_problem(rule: Rule, *, probe: bool = True) -> str | None:
+    """Why `rule` cannot be used (too long, does not compile, may backtrack without end), or None.
+
+    `probe` also times the pattern on long repetitive outputs: done when a comment is read, not when
+    gepa.guidance.yaml is loaded, where a timing must never decide whether a file is valid (a hand-written
+    slow rule is still bounded by the time limit of each check)."""
     if not rule.pattern:
         return "the pattern is empty"
     if len(rule.pattern) > MAX_PATTERN:
@@ -48,6 +56,12 @@ def rule_problem(rule: Rule) -> str | None:
     if _nested_repeat(parsed, inside=False):
         return (f"the pattern /{rule.pattern}/ repeats a repeat or an alternation (like (a+)+ or (a|ab)*): it can "
                 "take exponential time; write it without the outer repeat")
+    for text in _PROBES if probe else ():  # polynomial backtracking (\s*\s*\s*\S) has the right shape
+        try:
+            _compiled(rule.pattern, rule.ignore_case).search(text, timeout=PROBE_SECONDS)
+        except TimeoutError:
+            return (f"the pattern /{rule.pattern}/ takes over {PROBE_SECONDS:g} s on a {len(text):,}-character "
+                    r"output; write it with fewer adjacent repeats (like \s*\s*)")
     return None
 
 

@@ -111,7 +111,7 @@ def _rule(section: Section) -> Rule | None:
                                  hint="write `rule: {forbid: 'PATTERN'}` or `rule: {require: 'PATTERN'}`")
     rule = Rule(kinds[0], rule_section.get(kinds[0], str, required=True),
                 bool(rule_section.get("ignore_case", bool, False)))
-    problem = rule_problem(rule)
+    problem = rule_problem(rule, probe=False)
     if problem is not None:
         raise rule_section.error(kinds[0], problem,
                                  hint="fix the pattern (in YAML, single-quote it so backslashes stay as written)")
