@@ -215,3 +215,11 @@ def test_resume_refuses_when_the_guidance_changed(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, ["-C", str(tmp_path), "tune", "--resume", run_id])
     assert result.exit_code == 2
     assert f"task 'route': the reviewer guidance (gepa.guidance.yaml) changed since run {run_id}" in result.output
+
+
+def test_the_hooks_treat_the_guidance_file_as_feeding_every_task(tmp_path: Path) -> None:
+    from gepa_action.hooks import affected_tasks
+
+    rule_task.write_workspace(tmp_path, "http://127.0.0.1:9", budget=20)
+    affected = affected_tasks(tmp_path / "gepa.yaml", [store.FILE_NAME], tmp_path)
+    assert affected.shared == [store.FILE_NAME] and list(affected.tasks) == ["route"]
