@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-#: Most items one task keeps; the oldest beyond it are not used (and the report says so).
+#: Most items one task keeps: a comment beyond it is ignored (with the reason), a longer file refused.
 MAX_ITEMS = 20
 #: Longest text of one item; longer comments are cut (with a note) rather than refused.
 MAX_TEXT = 1000
