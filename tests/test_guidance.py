@@ -223,3 +223,12 @@ def test_the_hooks_treat_the_guidance_file_as_feeding_every_task(tmp_path: Path)
     rule_task.write_workspace(tmp_path, "http://127.0.0.1:9", budget=20)
     affected = affected_tasks(tmp_path / "gepa.yaml", [store.FILE_NAME], tmp_path)
     assert affected.shared == [store.FILE_NAME] and list(affected.tasks) == ["route"]
+
+
+def test_a_slow_rule_written_by_hand_loads_with_a_warning(tmp_path: Path) -> None:
+    rule_task.write_workspace(tmp_path, "http://127.0.0.1:9", budget=20)
+    slow = item("c9", "x", Rule("forbid", r"\s*\s*\s*\S"))
+    (tmp_path / store.FILE_NAME).write_text(store.dumps({"route": (slow,)}))
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "check"])
+    assert result.exit_code == 0, result.output
+    assert "gepa.guidance.yaml: tasks.route item c9: the pattern /\\s*\\s*\\s*\\S/ takes over 0.05 s" in result.output
