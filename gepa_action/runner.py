@@ -82,7 +82,10 @@ class TaskRunner:
             if step.output:
                 variables[step.output] = output
         result = await self.task.metric.score(output, instance, self.lm)
-        score, feedback = guidance_rules.apply(self.task.guidance.items, output, result.score, result.feedback)
+        score, feedback = result.score, result.feedback
+        if self.task.guidance.rules:  # in a thread: a slow reviewer regex must not stall the other calls
+            score, feedback = await asyncio.to_thread(guidance_rules.apply, self.task.guidance.items, output,
+                                                      score, feedback)
         truncated = any(s.truncated for s in steps)
         feedback = f"{feedback} {TRUNCATION_NOTE}" if truncated else feedback
         return Trace(instance.id, instance.split, output, score, feedback, truncated, steps)

@@ -113,7 +113,8 @@ def check(item: Item, output: str) -> Verdict:
     rule = item.rule
     assert rule is not None
     try:
-        found = _compiled(rule.pattern, rule.ignore_case).search(output[:CHECKED_CHARS], timeout=MATCH_SECONDS)
+        found = _compiled(rule.pattern, rule.ignore_case).search(output[:CHECKED_CHARS], timeout=MATCH_SECONDS,
+                                                                 concurrent=True)  # the GIL is released
     except TimeoutError:
         return Verdict(item, violated=False, unchecked=True)
     return Verdict(item, violated=(found is not None) == (rule.kind == "forbid"))
