@@ -130,3 +130,17 @@ def test_the_local_tune_reads_the_committed_file(world: World, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     assert reflection_prompts(world) and all("require /^[a-z_]+$/" in p for p in reflection_prompts(world))
     assert json.loads(result.stdout)["tasks"][0]["guidance"]["items"][0]["rule"] == "require /^[a-z_]+$/"
+
+
+def test_a_refused_comment_read_fails_in_one_line_before_any_model_call(world: World) -> None:
+    assert world.run().exit_code == 0
+    world.github.set_permission(REPO, "alice", "write")
+    world.github.add_comment(REPO, 1, "/gepa-tune never promise refunds", "alice")
+    world.server.reset()
+    world.github.fail_next("GET", r"/collaborators/alice/permission$", 403)
+    result = world.run("--seed", "1")
+    assert result.exit_code == 1
+    failure = [line for line in result.output.splitlines() if "permission of 'alice'" in line]
+    assert len(failure) == 1 and "403" in failure[0] and "Traceback" not in result.output
+    assert world.server.requests == [], "nothing was paid for"
+    assert world.outputs()["operation"] == "none"
