@@ -25,6 +25,10 @@ The flow, and the rules a reviewer can rely on:
    comment carries a marker, and a later run that finds the same thing looks for it first.
 10. Whatever fails, `$GITHUB_OUTPUT` and the job summary are written, so later steps and the run page
     say what happened.
+11. Reviewers steer the next run: `/gepa-tune` comments on the open PR from accounts with write access
+    become guidance (guidance_sync.py) that the run follows, and the updated `gepa.guidance.yaml` goes
+    into the same commit as the templates. With no gain, a PR holding guidance not yet committed is left
+    open rather than closed, so the guidance is not lost.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 
 from .errors import GepaError, InputError, RunError
 from .gitops import TRAILER, Git, Identity
+from .guidance import store as guidance_store
 from .render.pr_body import MARKER, render_job_summary, render_pr_body
 from .render.skipped import skipped_runs_section
 from .render.text import GITHUB_LIMIT, inline
@@ -188,7 +193,7 @@ class GitHubContext:
 
 def tuned_paths(workspace: Workspace, tasks: list[Task]) -> list[Path]:
     """Every file a result depends on: if the base branch changes one of them, the result is stale."""
-    paths = {workspace.config_file}
+    paths = {workspace.config_file, guidance_store.path_for(workspace.config_file)}
     for task in tasks:
         paths.update(workspace.root / m for m in task.modules)
         paths.add(workspace.root / task.eval_set.file)
@@ -214,6 +219,7 @@ class ActionFlow:
         self.outcome: ActionResult | None = None  # what is known so far, for the outputs of a failed run
         self.run_ids: dict[str, str] = {}  # task -> its own run, when runs were combined
         self.skipped: list[SkippedRun] = []
+        self.guidance_text: str | None = None  # gepa.guidance.yaml after the PR's comments, when they changed it
 
     def run(self, tune: Callable[[Workspace, list[Task]], Any]) -> ActionResult:
         tasks = self.workspace.select(self.options.tasks)
@@ -223,6 +229,7 @@ class ActionFlow:
                     if p.exists() and not (path := self.git.path_in_repo(p)).startswith("../")}
         if not self.options.dry_run and self.options.propose:
             self._preflight(branch)  # fail on a wrong repository, token or permission before paying for a run
+            tasks = self._read_guidance(branch, base, tasks)
 
         result = tune(self.workspace, tasks)
         return self._conclude(result, Path(result.run.path), branch, base, snapshot)
@@ -291,6 +298,27 @@ class ActionFlow:
         """Seconds, not a paid run: the repository, the token and its permissions, the remote's push."""
         self._pull_requests().preflight()
         self.git.can_push(branch)
+
+    def _read_guidance(self, branch: str, base: str, tasks: list[Task]) -> list[Task]:
+        """The tasks with the guidance of the open gepa-tune PR's `/gepa-tune` comments added (see
+        guidance_sync.py); gepa.guidance.yaml's new text is kept for the commit when it changed."""
+        from .guidance_sync import sync
+
+        prs = self._pull_requests()
+        pr = prs.find_open(branch, base)
+        if pr is None or MARKER not in (pr.body or ""):
+            return tasks
+        paths = {t.name: {self.git.path_in_repo(self.workspace.root / m) for m in t.modules} for t in tasks}
+        synced = sync({t.name: t.guidance.items for t in self.workspace.tasks}, prs.reviewer_comments(pr.number),
+                      prs.permission, paths)
+        for ignored in synced.ignored:
+            self.log(f"guidance: ignored a comment by {ignored.author or 'unknown'}: {ignored.reason}")
+        if synced.changed:
+            self.guidance_text = guidance_store.dumps(synced.items)
+        self.workspace = dataclasses.replace(self.workspace, tasks=[
+            dataclasses.replace(t, guidance=synced.per_task[t.name]) if t.name in synced.per_task else t
+            for t in self.workspace.tasks])
+        return self.workspace.select([t.name for t in tasks])
 
     def _pull_requests(self) -> Any:
         from .github import InvalidRepository, PullRequests, check_repository
@@ -402,6 +430,13 @@ class ActionFlow:
         if foreign:
             outcome.messages.append(f"no gain; pull request #{pr.number} has commits by others: left open")
             return
+        if self.guidance_text is not None:  # closing would lose the reviewers' new guidance with the PR
+            finding = f"guidance pending {hashlib.sha256(self.guidance_text.encode()).hexdigest()}"
+            self._tell(pr, f"{MARKER}\nRun `{report.run_id}` followed the new reviewer guidance but found no gain "
+                           "that clears the threshold. This pull request stays open so the guidance is kept "
+                           "for the next run.", finding, outcome,
+                       f"no gain; pull request #{pr.number} left open: it holds reviewer guidance not yet committed")
+            return
         reasons = "\n".join(f"- `{name}`: {why}" for name, (_, why) in verdicts.items())
         comment = (f"{MARKER}\nClosing: run `{report.run_id}` found no gain that clears the threshold "
                    f"({self.options.threshold.describe()}), so this proposal no longer stands.\n\n{reasons}\n\n"
@@ -432,6 +467,8 @@ class ActionFlow:
                 files[path] = text if text.endswith("\n") else text + "\n"
         lock_path, lock_text = self._lock_text(report, applied, base_tip)
         files[lock_path] = lock_text
+        if self.guidance_text is not None:  # reviewers' new guidance goes in with the templates it shaped
+            files[self.git.path_in_repo(guidance_store.path_for(self.workspace.config_file))] = self.guidance_text
         if body.truncated:
             files[FULL_REPORT_PATH] = (run_path / "report.md").read_text(encoding="utf-8")
         return files

@@ -133,6 +133,9 @@ def metric_sha256(task: Task) -> str:
             data["source_sha256"] = hashlib.sha256(Path(source_file).read_bytes()).hexdigest()
         except OSError:
             data["source_sha256"] = None
+    rules = sorted(rule.describe() for _, rule in task.guidance.rules)
+    if rules:  # reviewers' checkable rules score too (absent when there are none: older locks still match)
+        data["guidance_rules"] = rules
     text = json.dumps(data, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

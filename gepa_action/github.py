@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import requests
-from github import Auth, Github, GithubException, RateLimitExceededException
+from github import Auth, Github, GithubException, RateLimitExceededException, UnknownObjectException
 from github.GithubObject import NotSet
 from github.PullRequest import PullRequest
 from urllib3 import Retry
@@ -124,6 +124,28 @@ class PullRequestInfo:
     draft: bool = False
     labels: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # e.g. labels GitHub refused: the pull request itself is fine
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewerComment:
+    """A comment on a pull request as guidance needs it: a conversation comment (`kind` "comment") or a
+    review comment on `line` of `path` in the diff ("review")."""
+
+    id: int
+    kind: str
+    body: str
+    author: str
+    url: str
+    created_at: str
+    path: str | None = None
+    line: int | None = None
+
+
+#: Most comments of each kind read from one pull request (the newest beyond it are not read).
+MAX_COMMENTS = 300
+#: The `permission` values of GitHub's collaborator-permission endpoint that may steer a run
+#: (a maintainer reads as "write" there; `role_name` says "maintain").
+WRITE_PERMISSIONS = ("admin", "maintain", "write")
 
 
 class PullRequests:
@@ -308,6 +330,33 @@ class PullRequests:
         with self._api(f"comment on pull request #{number}", write=True):
             self._repo.get_issue(number).create_comment(text)
 
+    def reviewer_comments(self, number: int) -> list[ReviewerComment]:
+        """The conversation comments and the review comments of pull request `number`, oldest first."""
+        found: list[ReviewerComment] = []
+        with self._api(f"read the comments of pull request #{number}", write=False):
+            for index, c in enumerate(self._repo.get_issue(number).get_comments()):
+                if index >= MAX_COMMENTS:
+                    break
+                found.append(ReviewerComment(c.id, "comment", c.body or "", c.user.login if c.user else "",
+                                             c.html_url or "", _stamp(c.created_at)))
+        with self._api(f"read the review comments of pull request #{number}", write=False):
+            for index, r in enumerate(self._repo.get_pull(number).get_review_comments()):
+                if index >= MAX_COMMENTS:
+                    break
+                line = r.line if r.line is not None else r.original_line
+                found.append(ReviewerComment(r.id, "review", r.body or "", r.user.login if r.user else "",
+                                             r.html_url or "", _stamp(r.created_at), r.path, line))
+        return sorted(found, key=lambda c: (c.created_at, c.id))
+
+    def permission(self, login: str) -> str:
+        """The account's permission on the repository: admin, write, read or none (GitHub reports a
+        maintainer as write and triage as read). An account GitHub does not know (404) has none."""
+        with self._api(f"read the permission of {login[:60]!r}", write=False):
+            try:
+                return str(self._repo.get_collaborator_permission(login) or "none")
+            except UnknownObjectException:
+                return "none"
+
     def close(self, number: int, comment: str | None = None) -> PullRequestInfo:
         """Close pull request `number`, first saying why in a comment (if `comment` is not empty).
 
@@ -436,6 +485,15 @@ def _info(pr: PullRequest) -> PullRequestInfo:
         draft=bool(pr.draft),
         labels=tuple(label.name for label in pr.labels or []),
     )
+
+
+def _stamp(value: datetime | None) -> str:
+    """A GitHub timestamp as `2026-01-05T09:00:00Z`."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_body(text: str) -> None:

@@ -3,7 +3,8 @@
 pre-commit calls a hook with the files a commit (or a push) touches. Most commits touch no prompt at
 all, so the first job of both hooks is to map those files to tasks cheaply, from the raw `gepa.yaml`
 (no eval set is loaded, no metric imported, no model client built), and to leave at once when nothing
-that feeds a task changed. A file matters when it is `gepa.yaml` or `gepa.lock` (every task), a
+that feeds a task changed. A file matters when it is `gepa.yaml`, `gepa.lock` or `gepa.guidance.yaml`
+(every task: reviewers' rules are part of the metric), a
 template a task uses, a task's eval set, or a task's Python metric file.
 
 * `gepa-tune hook check FILES...` then runs `gepa-tune check` on the affected tasks: offline, well under
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .baseline import LOCK_NAME, Baseline, Entry, changes
 from .errors import InputError
+from .guidance.store import FILE_NAME as GUIDANCE_NAME
 from .lm.session import model_configured
 from .yamlsrc import load_yaml
 
@@ -90,7 +92,7 @@ class Affected:
     """What a set of changed files touches: tasks (name -> the files feeding it) and workspace-wide files."""
 
     tasks: dict[str, list[str]] = field(default_factory=dict)
-    shared: list[str] = field(default_factory=list)  # gepa.yaml / gepa.lock among the files
+    shared: list[str] = field(default_factory=list)  # gepa.yaml / gepa.lock / gepa.guidance.yaml among the files
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.shared)
@@ -106,7 +108,7 @@ def affected_tasks(config_file: Path, files: Sequence[str | Path], cwd: Path | N
     base = (cwd or Path.cwd()).resolve()
     root = config_file.resolve().parent
     given = {(base / f).resolve(): str(f) for f in files}
-    shared = [given[p] for p in (config_file.resolve(), root / LOCK_NAME) if p in given]
+    shared = [given[p] for p in (config_file.resolve(), root / LOCK_NAME, root / GUIDANCE_NAME) if p in given]
     if not given:
         return Affected()
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .evals import Instance
+from .guidance import rules as guidance_rules
 from .templates import TemplateRenderError, render
 
 if TYPE_CHECKING:
@@ -81,9 +82,13 @@ class TaskRunner:
             if step.output:
                 variables[step.output] = output
         result = await self.task.metric.score(output, instance, self.lm)
+        score, feedback = result.score, result.feedback
+        if self.task.guidance.rules:  # in a thread: a slow reviewer regex must not stall the other calls
+            score, feedback = await asyncio.to_thread(guidance_rules.apply, self.task.guidance.items, output,
+                                                      score, feedback)
         truncated = any(s.truncated for s in steps)
-        feedback = f"{result.feedback} {TRUNCATION_NOTE}" if truncated else result.feedback
-        return Trace(instance.id, instance.split, output, result.score, feedback, truncated, steps)
+        feedback = f"{feedback} {TRUNCATION_NOTE}" if truncated else feedback
+        return Trace(instance.id, instance.split, output, score, feedback, truncated, steps)
 
     async def run_many(self, candidate: Mapping[str, str], instances: Iterable[Instance],
                        progress: Callable[[int], None] | None = None) -> list[Trace]:

@@ -85,9 +85,14 @@ class Interrupted(GepaError):
 
 
 def fingerprint(task: Task) -> dict[str, Any]:
-    """What must not change under a run for `--resume` to be honest: the seed templates and the eval set."""
-    return {"templates": {m: text_hash(t.source) for m, t in sorted(task.templates.items())},
-            "eval_sha256": task.eval_set.sha256, "model": task.model}
+    """What must not change under a run for `--resume` to be honest: the seed templates, the eval set, and
+    the reviewer guidance (it is in every reflection prompt and its rules in the metric; the key is left
+    out without guidance, so runs started before it existed still resume)."""
+    found: dict[str, Any] = {"templates": {m: text_hash(t.source) for m, t in sorted(task.templates.items())},
+                             "eval_sha256": task.eval_set.sha256, "model": task.model}
+    if task.guidance.items:
+        found["guidance"] = text_hash(repr([(i.id, i.text, i.rule) for i in task.guidance.items]))
+    return found
 
 
 def limits_for(task: Task, options: TuneOptions, run: RunDir) -> Limits:
@@ -177,7 +182,9 @@ def reopen_run(workspace: Workspace, run_id: str) -> tuple[RunDir, list[Task], T
         if now != then:
             changed = [m for m in now["templates"] if now["templates"][m] != then["templates"].get(m)]
             what = (f"template {changed[0]}" if changed else
-                    f"eval set {task.eval_set.file}" if now["eval_sha256"] != then["eval_sha256"] else "task model")
+                    f"eval set {task.eval_set.file}" if now["eval_sha256"] != then["eval_sha256"] else
+                    "reviewer guidance (gepa.guidance.yaml)" if now.get("guidance") != then.get("guidance")
+                    else "task model")
             raise InputError(workspace.relative(workspace.config_file),
                              f"task '{task.name}': the {what} changed since run {run.run_id} started",
                              hint="resume only with the inputs the run started from, or start a new run")

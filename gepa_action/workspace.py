@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ from .config import (
 )
 from .errors import InputError
 from .evals import EvalSet, load_eval_set
+from .guidance import store as guidance_store
+from .guidance.items import Guidance
+from .guidance.rules import MATCH_SECONDS, rule_problem
 from .lm.session import for_provider
 from .metrics import Metric, build_metric
 from .paths import reading
@@ -50,6 +53,8 @@ class Task:
     #: The task's own `watch:` settings; None follows the workspace's.
     watch: WatchConfig | None = None
     cost: CostConfig = field(default_factory=CostConfig)
+    #: Reviewer guidance from gepa.guidance.yaml (and, in the Action, the open PR's comments).
+    guidance: Guidance = field(default_factory=Guidance)
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -437,11 +442,36 @@ def load_workspace(config_file: Path, errors: list[InputError] | None = None) ->
             if errors is None:
                 raise
             errors.append(exc)
+    guidance_warnings: list[str] = []
+    tasks = _with_guidance(config_file, root, tasks, errors, guidance_warnings)
     workspace = Workspace(root=root, config_file=config_file, lm=lm, tasks=tasks, gate=gate, watch=watch,
                           cost=cost)
+    workspace.warnings.extend(guidance_warnings)
     workspace = for_provider(workspace)  # lm.provider: local makes every model a bundled one, free and keyless
     lm, tasks = workspace.lm, workspace.tasks
     for model in sorted({lm.task_model, *(t.model for t in tasks), lm.reflection_model, lm.judge_model} - {None}):
         if lm.prices and model not in lm.prices:
             workspace.warnings.append(f"{display}: lm.prices: no price for model '{model}'; its cost counts as 0")
     return workspace
+
+
+def _with_guidance(config_file: Path, root: Path, tasks: list[Task], errors: list[InputError] | None,
+                   warnings: list[str]) -> list[Task]:
+    """The tasks with their items of gepa.guidance.yaml (beside gepa.yaml), when there is one; a rule
+    that is slow on long outputs (possible only when written by hand) is a warning, never an error."""
+    path = guidance_store.path_for(config_file)
+    display = display_path(root, path)
+    try:
+        items = guidance_store.load(path, display, [t.name for t in tasks])
+    except InputError as exc:
+        if errors is None:
+            raise
+        errors.append(exc)
+        return tasks
+    for name, task_items in items.items():
+        for item in task_items:
+            problem = rule_problem(item.rule) if item.rule is not None else None
+            if problem is not None:
+                warnings.append(f"{display}: tasks.{name} item {item.id}: {problem}; each check stops after "
+                                f"{MATCH_SECONDS:g} s and is then not counted")
+    return [replace(t, guidance=Guidance(items=items[t.name])) if items.get(t.name) else t for t in tasks]

@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # reflection prompt fences its examples with it, so it sits here although the rest of render/ is high
     ("", "config", "cost_model", "errors", "paths", "yamlsrc", "sandbox", "watchdog", "signals", "stats",
      "render.text"),
-    ("templates", "evals"),  # inputs read from the repository
+    ("templates", "evals", "guidance"),  # inputs read from the repository (guidance: gepa.guidance.yaml)
     ("lm", "cache"),  # the model client, its cache, the local servers and lm/session.py
     ("metrics",),
     ("workspace",),  # gepa.yaml loaded into config types, templates, eval sets and metrics
@@ -48,7 +48,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("render",),  # report.md, the PR body, the job summary, terminal output
     ("tune",),
     ("baseline", "hooks", "action", "github", "gitops", "gha", "scaffold", "watch", "github_issues", "watch_flow",
-     "matrix"),
+     "matrix", "guidance_sync"),
     ("cli",),
 )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..evals import Instance
+from ..guidance.prompt import prompt_section
 from ..render.text import code_block
 from ..templates import TemplateRenderError, render, syntax_problem, template_variables
 from ..workspace import Task
@@ -122,6 +123,8 @@ def build_messages(task: Task, module: str, texts: Mapping[str, str], examples: 
         for number, rej in enumerate(shown, 1):
             lines += [f"{number}. Rejected because: {rej.reason}", code_block(_clip(rej.text))]
         parts.append("\n".join(lines))
+    if task.guidance.items:
+        parts.append(prompt_section(task.guidance.items))
     parts.append(INSTRUCTIONS.format(variables_rule=variables_rule))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
 

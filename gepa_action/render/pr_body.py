@@ -27,6 +27,7 @@ from ..lm.client import format_cost
 from ..report.model import Report, Row, TaskReport
 from ..report.skipped import SkippedRun
 from .estimate import prompt_cost_lines
+from .guidance import guidance_block, guidance_summary
 from .sections import (
     ID_LIMIT,
     charts,
@@ -147,9 +148,10 @@ def render_job_summary(report: Report, *, applied: Collection[str], threshold: s
             parts.append(f"### {inline(name, NAME_LIMIT)}: not applied\n\n"
                          f"Kept the seed prompts: {_reason(task, threshold)}.")
         parts.append(_summary_tables(task))
+        parts.append(guidance_summary(task.guidance))
     if not tasks:
         parts.append("No task produced a result.")
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(part for part in parts if part) + "\n"
 
 
 # -- the body, level by level -------------------------------------------------------------------------
@@ -225,6 +227,7 @@ class _Body:
             blocks.append(self._cached(("summary", index), lambda t=task: _summary_tables(t)))
             allowance = diffs.get(index) if diffs is not None else None
             blocks.append(self._diff(task) if allowance is None else _cut_diff(task, allowance))
+            blocks.append(self._cached(("guidance", index), lambda t=task: guidance_block(t.guidance)))
             if detail.instances:
                 blocks.append(self._cached(("instances", index, detail.outputs, detail.unchanged, detail.val,
                                             detail.max_rows), lambda t=task: _instances(t, detail)))
@@ -237,6 +240,8 @@ class _Body:
             blocks.append(self._cached(("kept", index), lambda t=task: (
                 f"{_task_head(t, 'not applied')}\n\nKept the seed prompts: {_reason(t, self.threshold)}.")))
             blocks.append(self._cached(("kept summary", index), lambda t=task: _summary_tables(t)))
+            blocks.append(self._cached(("kept guidance", index),
+                                       lambda t=task: guidance_block(t.guidance, proposed=False)))
         blocks.append(self.footer(cut))
         return [block for block in blocks if block]
 

@@ -16,6 +16,7 @@ from ..lm.client import format_cost
 from ..report.model import Report, Row, TaskReport
 from ..report.skipped import SkippedRun
 from .estimate import estimate_section
+from .guidance import guidance_block
 from .sections import (
     ID_LIMIT,
     charts,
@@ -68,6 +69,7 @@ def render_task(task: TaskReport) -> str:
         _stop_and_errors(task),
         template_change(task),
         _instances(task),
+        guidance_block(task.guidance, text_limit=None),
         _lineage(task),
         _charts(task),
         _proposals(task),

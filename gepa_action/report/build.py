@@ -15,6 +15,7 @@ from ..engine.state import EngineState
 from ..runner import mean
 from ..stats import paired_bootstrap_ci
 from ..workspace import Task
+from .guidance import guidance_report
 from .model import (
     Best,
     CandidateSummary,
@@ -100,6 +101,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
     if seed is not None and best is not None:
         val_rows = [_row(i, "val", (seed.val[i], seed.val_outputs.get(i, "")),
                          (best.val[i], best.val_outputs.get(i, ""))) for i in seed.val]
+    lineage = [_candidate_entry(state, c.id) for c in state.lineage(best.id)] if best is not None else []
     usage_models = state.usage.values()
     test_calls = state.final["test_calls"] if state.final else 0
     stats = state.stats
@@ -125,7 +127,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
                    diff=template_diff(seed.texts, best.texts),
                    changed_modules=[m for m in seed.texts if seed.texts[m] != best.texts[m]])
               if seed is not None and best is not None else None),
-        lineage=[_candidate_entry(state, c.id) for c in state.lineage(best.id)] if best is not None else [],
+        lineage=lineage,
         history=[HistoryPoint(**point) for point in state.history],
         candidates=[CandidateSummary(candidate=c.id, parents=list(c.parents), origin=c.origin, module=c.module,
                                      val_score=c.val_mean, val_instances=len(c.val), iteration=c.iteration)
@@ -160,6 +162,7 @@ def task_report(task: Task, state: EngineState, *, budget: int | None, reflectio
         ),
         estimate=estimate,
         prompt_cost=prompt_cost,
+        guidance=guidance_report(task.guidance, lineage, test_rows, val_rows),
     )
 
 

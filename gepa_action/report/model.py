@@ -28,8 +28,9 @@ from ..stats import BootstrapCI
 
 SCHEMA = 1  # the shape marker every report.json has carried since the first version
 SCHEMA_VERSION = 2  # raise when the shape changes; readers refuse versions above theirs
-#: Version 2 added `estimate` and `prompt_cost` to each task. A field marked `since` may be missing
-#: from a file (written before it existed) and reads as its default.
+#: Version 2 added `estimate`, `prompt_cost` and `guidance` (reviewer guidance) to each task. A field
+#: marked `since` may be missing from a file (written before it existed) and reads as its default; left
+#: at None it is not written, so a file without those parts stays as an older one was.
 SINCE = "since"
 UPGRADE_HINT = "re-render it with this gepa-tune (`gepa-tune report RUN_ID`) or use the gepa-tune that wrote it"
 
@@ -228,6 +229,54 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class GuidanceViolations:
+    """How many outputs break a checkable guidance rule, by the seed (`before`) and the best (`after`)."""
+
+    val_before: int
+    val_after: int
+    test_before: int
+    test_after: int
+    val_size: int
+    test_size: int
+
+
+@dataclass(frozen=True)
+class GuidanceEntry:
+    """One reviewer guidance item the run followed, and what became of it."""
+
+    id: str
+    text: str
+    author: str
+    url: str
+    source: str  # "comment" or "review"
+    path: str | None
+    line: int | None
+    created_at: str
+    rule: str | None  # "forbid /re/" or "require /re/i"
+    new: int  # 1 when this run took it from a comment (the PR commits it to gepa.guidance.yaml)
+    answer: str | None  # the reflection model's latest word on it along the winning lineage
+    answered_by: int | None  # the candidate whose reflection said it
+    violations: GuidanceViolations | None
+
+
+@dataclass(frozen=True)
+class IgnoredComment:
+    """A `/gepa-tune` comment that did not become guidance, and why."""
+
+    author: str
+    url: str
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True)
+class GuidanceReport:
+    items: list[GuidanceEntry]
+    ignored: list[IgnoredComment]
+    dropped: list[str]
+
+
+@dataclass(frozen=True)
 class TaskReport:
     """Everything about one task's run."""
 
@@ -256,6 +305,8 @@ class TaskReport:
     estimate: TaskEstimate | None = field(default=None, metadata={SINCE: 2})
     #: Input tokens per call of the seed and the best templates, and their monthly difference.
     prompt_cost: PromptCost | None = field(default=None, metadata={SINCE: 2})
+    #: Reviewer guidance and how the run answered it; not written when there is none.
+    guidance: GuidanceReport | None = field(default=None, metadata={SINCE: 2})
 
     @property
     def finished(self) -> bool:
@@ -445,8 +496,9 @@ def _dump(value: Any) -> Any:
     """The JSON value of a model object: dataclasses become objects in field order."""
     if hasattr(value, "to_json_value"):
         return value.to_json_value()
-    if is_dataclass(value):
-        return {f.name: _dump(getattr(value, f.name)) for f in fields(value)}
+    if is_dataclass(value):  # a `since` field left at None is not written (files stay as older ones were)
+        return {f.name: _dump(getattr(value, f.name)) for f in fields(value)
+                if not (f.metadata.get(SINCE) and getattr(value, f.name) is None)}
     if isinstance(value, (list, tuple)):
         return [_dump(v) for v in value]
     if isinstance(value, dict):

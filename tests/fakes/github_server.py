@@ -26,6 +26,10 @@ Endpoints (paths relative to `url`; anything else is 404 like GitHub's unknown r
   `GET|POST /repos/{o}/{r}/issues/{n}/labels`, `GET /repos/{o}/{r}/labels`
 * `GET|POST /repos/{o}/{r}/issues`, `GET|PATCH /repos/{o}/{r}/issues/{n}` (see `github_issues.py`;
   `add_issue(...)` seeds one, `issues(repo)` reads them back)
+* `GET /repos/{o}/{r}/pulls/{n}/comments` (review comments on lines of the diff, with `path` and `line`)
+* `GET /repos/{o}/{r}/collaborators/{user}/permission` (`permission`: admin/write/read/none, and
+  `role_name`, which also says maintain/triage; a login never given a permission reads as `read`, like
+  anyone on a public repository)
 
 What is checked, as GitHub does:
 
@@ -50,7 +54,9 @@ Scripting: `fail_next(method, path_regex, status, body, headers, times=1)` answe
 requests with an error (before authentication, like a proxy or an outage would);
 `before_next(method, path_regex, callback)` runs `callback` once just before a matching request is
 handled (to create a competing pull request between a client's look-up and its create);
-`add_pull(...)` seeds a pull request as another user would open it.
+`add_pull(...)` seeds a pull request as another user would open it; `add_comment(repo, n, body, user)` and
+`add_review_comment(repo, n, body, user, path, line)` seed comments by other people, and
+`set_permission(repo, user, role)` gives a user a role (admin, maintain, write, triage, read, none).
 
 The module holds the server's routes; what it checks and how it words refusals is in `github_rules`,
 and its recorded requests, faults, repositories and git look-ups are in `github_state`.
@@ -68,7 +74,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from fakes.github_issues import ISSUE_ROUTES, IssueRoutes
 from fakes.github_rules import (
@@ -130,7 +136,22 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, list[dict[str, str]]]] = [
     ),
     ("GET", re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/labels"), "_list_repo_labels", [{"metadata": "read"}]),
     *ISSUE_ROUTES,
+    (
+        "GET",
+        re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/comments"),
+        "_list_review_comments",
+        [{"pull_requests": "read"}],
+    ),
+    (
+        "GET",
+        re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/collaborators/(?P<u>[^/]+)/permission"),
+        "_get_permission",
+        [{"metadata": "read"}],
+    ),
 ]
+#: GitHub's `permission` field for each role (maintain counts as write, triage as read); `role_name` is the role.
+ROLE_PERMISSION = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read",
+                   "none": "none"}
 
 
 class FakeGitHub(IssueRoutes, LoopbackServer):
@@ -256,6 +277,44 @@ class FakeGitHub(IssueRoutes, LoopbackServer):
         with self._lock:
             return [dict(c) for c in self._repo(full_name).comments.get(number, [])]
 
+    def add_comment(self, full_name: str, number: int, body: str, user: str) -> dict[str, Any]:
+        """A conversation comment on pull request `number` written by `user` (not the token's account)."""
+        with self._lock:
+            repo = self._repo(full_name)
+            self._find_pull(repo, number)
+            comment = self._comment_json(repo, number, body, user)
+            repo.comments.setdefault(number, []).append(comment)
+            return dict(comment)
+
+    def add_review_comment(self, full_name: str, number: int, body: str, user: str, path: str,
+                           line: int) -> dict[str, Any]:
+        """A review comment by `user` on `line` of `path` in the diff of pull request `number`."""
+        with self._lock:
+            repo = self._repo(full_name)
+            pull = self._find_pull(repo, number)
+            comment_id, now = self._id(), self._now()
+            api = f"{self.url}/repos/{repo.full_name}"
+            comment = {
+                "id": comment_id, "node_id": f"PRRC_fake{comment_id}", "pull_request_review_id": self._id(),
+                "url": f"{api}/pulls/comments/{comment_id}",
+                "html_url": f"{self.web_url}/{repo.full_name}/pull/{number}#discussion_r{comment_id}",
+                "pull_request_url": f"{api}/pulls/{number}", "diff_hunk": f"@@ -1 +1 @@\n+{path}",
+                "path": path, "line": line, "original_line": line, "side": "RIGHT", "start_line": None,
+                "position": line, "original_position": line, "subject_type": "line",
+                "commit_id": pull["head_sha"], "original_commit_id": pull["head_sha"],
+                "body": body, "user": self._user_json(user), "created_at": now, "updated_at": now,
+                "author_association": "COLLABORATOR",
+            }
+            repo.review_comments.setdefault(number, []).append(comment)
+            return dict(comment)
+
+    def set_permission(self, full_name: str, user: str, role: str) -> None:
+        """Give `user` a role on the repository: admin, maintain, write, triage, read or none."""
+        if role not in ROLE_PERMISSION:
+            raise ValueError(f"role must be one of {', '.join(ROLE_PERMISSION)}, got {role!r}")
+        with self._lock:
+            self._repo(full_name).roles[user.lower()] = role
+
     def labels(self, full_name: str) -> list[dict[str, Any]]:
         """The repository's labels (including those GitHub created when they were first added)."""
         with self._lock:
@@ -362,6 +421,8 @@ class FakeGitHub(IssueRoutes, LoopbackServer):
                     if repo is None:
                         raise Refusal(404, error_body(404))
                     self._authorize(needs)
+                    if "u" in pattern.groupindex:  # the one route keyed by a login, not a number
+                        return getattr(self, handler)(repo, unquote(match["u"]), query, payload)
                     number = int(match["n"]) if "n" in pattern.groupindex else None
                     return getattr(self, handler)(repo, number, query, payload)
             raise Refusal(404, error_body(404))
@@ -528,25 +589,40 @@ class FakeGitHub(IssueRoutes, LoopbackServer):
         if not text.strip():
             raise validation_failed({"resource": "IssueComment", "code": "missing_field", "field": "body"})
         self._check_body(text, resource="IssueComment")
-        comment_id = self._id()
-        now = self._now()
+        comment = self._comment_json(repo, int(pull["number"]), text, self.login)
+        repo.comments.setdefault(pull["number"], []).append(comment)
+        pull["updated_at"] = comment["updated_at"]
+        return 201, dict(comment), {"Location": comment["url"]}
+
+    def _comment_json(self, repo: Repo, number: int, body: str, user: str) -> dict[str, Any]:
+        comment_id, now = self._id(), self._now()
         api = f"{self.url}/repos/{repo.full_name}"
-        comment = {
+        return {
             "id": comment_id,
             "node_id": f"IC_fake{comment_id}",
             "url": f"{api}/issues/comments/{comment_id}",
-            "html_url": f"{self.web_url}/{repo.full_name}/{'issues' if n in repo.issues else 'pull'}/{n}"
+            "html_url": f"{self.web_url}/{repo.full_name}/{'issues' if number in repo.issues else 'pull'}/{number}"
                         f"#issuecomment-{comment_id}",
-            "issue_url": f"{api}/issues/{n}",
-            "body": text,
-            "user": self._user_json(self.login),
+            "issue_url": f"{api}/issues/{number}",
+            "body": body,
+            "user": self._user_json(user),
             "created_at": now,
             "updated_at": now,
             "author_association": "NONE",
         }
-        repo.comments.setdefault(pull["number"], []).append(comment)
-        pull["updated_at"] = now
-        return 201, dict(comment), {"Location": comment["url"]}
+
+    def _list_review_comments(
+        self, repo: Repo, n: int | None, q: dict[str, str], _p: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        self._find_pull(repo, n)
+        items = [dict(c) for c in repo.review_comments.get(n or 0, [])]
+        return self._paginate(f"/repos/{repo.full_name}/pulls/{n}/comments", q, items)
+
+    def _get_permission(
+        self, repo: Repo, login: str, _q: dict[str, str], _p: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        role = repo.roles.get(login.lower(), "read")
+        return 200, {"permission": ROLE_PERMISSION[role], "role_name": role, "user": self._user_json(login)}, {}
 
     def _list_issue_labels(
         self, repo: Repo, n: int | None, q: dict[str, str], _p: Any

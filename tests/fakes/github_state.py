@@ -55,6 +55,8 @@ class Repo:
     id: int
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    review_comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)  # lower-cased login -> admin/maintain/write/...
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # by lower-cased name
     next_number: int = 1  # shared by pull requests and issues, as on GitHub
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)  # fakes/github_issues.py
