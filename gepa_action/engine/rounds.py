@@ -25,7 +25,11 @@ from .state import Candidate, Pending
 #: to run while the reflection model thinks (its longest link, 3 task calls' worth here), so a lone
 #: proposal leaves the task slots idle; late in a run, when most proposals fail on the minibatch, whole
 #: runs were made of such rounds. A second proposal costs its minibatch calls and no extra time.
-SPARE_PROPOSALS = 0
+SPARE_PROPOSALS = 1
+#: Proposals a round may make beyond `parallel` once the budget left only fits shrunken steps (on the
+#: parent's known failures, or fewer instances): each costs a few calls, and made one per round they
+#: were most of the wall time at the end of a run, with the task slots idle.
+END_SPARE_PROPOSALS = 3
 #: See `Rounds.chaining`: chain steps on train when one val scoring costs this many proposals or more.
 CHAIN_FACTOR = 8
 
@@ -52,7 +56,10 @@ class Rounds:
         per_step = self.proposer.reflections_per_step
         ahead = [p.candidate for p in state.pending] if self.ctx.options.lookahead else []
         chain = self.chaining()
-        for slot in range(self.ctx.options.parallel + (0 if state.pending else SPARE_PROPOSALS)):
+        limit, slot = self.ctx.options.parallel + (0 if state.pending else SPARE_PROPOSALS), -1
+        final: Stop | None = None
+        while slot + 1 < limit:
+            slot += 1
             if slot >= len(ahead) and not scores:
                 break  # the seed is still waiting for val (the first round): it is the only parent yet
             parent = ahead[slot] if slot < len(ahead) else state.candidate(self.select(rng, scores, evidence))
@@ -67,7 +74,10 @@ class Rounds:
             memo = state.train_memo.get(str(parent.id), {})
             # A chained step from a pending child replaces that child's val scoring, already reserved
             # (the seed's never: it is scored whatever its child does).
-            val_cost = 0 if chain and parent.id < 0 and parent.parents else len(ctx.val)
+            # A spare proposal reserves no val: its child races only if the budget still allows after
+            # the round (see `_queue_for_race`).
+            spare = slot >= self.ctx.options.parallel
+            val_cost = 0 if spare or (chain and parent.id < 0 and parent.parents) else len(ctx.val)
             need = sum(1 for i in batch if i not in memo) + len(batch) + val_cost
             stop = self.ctx.refuse(StepCost(reserved + need, (len(plans) + 1) * per_step))
             if stop is not None:
@@ -77,13 +87,29 @@ class Rounds:
                 for smaller in [known, *(batch[:size] for size in range(len(batch) - 1, 0, -1))]:
                     cheaper = sum(1 for i in smaller if i not in memo) + len(smaller) + val_cost
                     if smaller and self.ctx.refuse(StepCost(reserved + cheaper, (len(plans) + 1) * per_step)) is None:
+                        # The end of the budget: its last steps are tried side by side, once; the run
+                        # stops after them unless a child came out of them (see `proposal_round`).
+                        final = final or stop
+                        limit = max(limit, self.ctx.options.parallel + END_SPARE_PROPOSALS)
                         batch, need, stop = smaller, cheaper, None
                         break
             if stop is not None:
-                return plans, stop if not plans else None
+                return plans, stop if not plans else final
+            batch = self._distinct(plans, parent.id, module, batch)
+            if batch is None:
+                continue
             plans.append(Plan(parent.id, module, batch))
-            reserved += need
-        return plans, None
+            reserved += sum(1 for i in batch if i not in memo) + len(batch) + val_cost
+        return plans, final
+
+    @staticmethod
+    def _distinct(plans: list[Plan], parent: int, module: str, batch: list[str]) -> list[str] | None:
+        """`batch`, or when an earlier plan of the round has the same parent, module and minibatch (the
+        known failures at the end of a budget), the first variant without one of its instances that no
+        plan has: the same request twice would get the same answer twice. None when there is none."""
+        taken = {tuple(p.minibatch) for p in plans if p.parent == parent and p.module == module}
+        variants = [batch, *([b for j, b in enumerate(batch) if j != k] for k in range(len(batch)))]
+        return next((v for v in variants if v and tuple(v) not in taken), None)
 
     def chaining(self) -> bool:
         """Grow a child on train before racing it when scoring one candidate on val costs as much as
@@ -126,9 +152,8 @@ class Rounds:
             if p.candidate.id in superseded:
                 self._drop_provisional(p.candidate.id)
         state.pending = []
-        for outcome, parent in tips:
-            self._make_pending(outcome, parent)
-        return None if pending or tips or seeds else stop
+        self._queue_for_race(tips)
+        return None if pending or seeds or state.pending else stop
 
     async def _propose_scoring_seed(self, plans: list[Plan], seeds: list[Pending]) -> list[Outcome]:
         """Make the round's proposals while the seed (if it still waits) is scored on val; then the
@@ -184,6 +209,7 @@ class Rounds:
         grandparents = {p.candidate.id: p.candidate.parents[0] for p in pending}
         admitted = {p.candidate.id: self._conclude(p, e) for p, e in zip(pending, entrants, strict=True)}
         state.pending = []
+        winners: list[tuple[Outcome, Candidate]] = []
         for outcome in outcomes:
             provisional = outcome.plan.parent
             if provisional < 0:
@@ -198,8 +224,31 @@ class Rounds:
                     continue
                 outcome.plan.parent = real
             if self._settle(outcome):
-                self._make_pending(outcome)
-        return None if pending or seeds else stop
+                winners.append((outcome, state.candidate(outcome.plan.parent)))
+        self._queue_for_race(winners)
+        return None if pending or seeds or state.pending else stop
+
+    def _queue_for_race(self, winners: list[tuple[Outcome, Candidate]]) -> None:
+        """The children that beat their parent on the minibatch wait for their val race, the biggest
+        gain first (it gets the next round's lookahead), as long as the budget can still race them
+        all; a child beyond that (a spare proposal's, late in a run) is dropped and logged."""
+        state, ctx = self.ctx.state, self.ctx
+        def gain(item: tuple[int, tuple[Outcome, Candidate]]) -> tuple[float, int]:
+            outcome = item[1][0]
+            assert outcome.child_records is not None
+            return (sum(outcome.parent_scores) - sum(r.score for r in outcome.child_records), item[0])
+
+        for _, (outcome, parent) in sorted(enumerate(winners), key=gain):
+            if ctx.refuse(StepCost(len(ctx.val) * (len(state.pending) + 1))) is None:
+                self._make_pending(outcome, parent)
+                continue
+            state.stats.discarded += 1
+            plan = outcome.plan
+            reason = "beat its parent on the minibatch, but the budget left cannot score another child on val"
+            state.add_rejection(plan.parent, plan.module, outcome.text or "", reason)
+            ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(plan.parent), module=plan.module,
+                             minibatch=plan.minibatch, scores_before=outcome.parent_scores,
+                             reason=f"{reason}: dropped"))
 
     def _proposal_event(self, outcome: Outcome, parent: Candidate | None = None) -> ProposalEvent:
         """The proposal's log entry; `parent` when it is no longer reachable by id (a superseded child)."""
