@@ -1,11 +1,13 @@
-"""The GEPA loop for one task: score the seed, run rounds until the budget, the clock, a stop file or a
-stop rule ends the search, checkpoint after every round, then score seed and best on the test split.
+"""The GEPA loop for one task: enter the seed (scored on val in the background of the first round), run
+rounds until the budget, the clock, a stop file or a stop rule ends the search, checkpoint after every
+round, then score seed and best on the test split.
 
 What a round does lives next door: `rounds` (plan proposals within the budget, race the children that
 beat their parent on val, overlapped with the next proposal, and settle every outcome), `proposal` (one
 reflective proposal and its repair turn), `evaluation` (the val race), `merge` (a merge round),
-`sampling` (minibatches). With `parallel=1`, racing and lookahead off, and a small val set, a round is
-the algorithm of the GEPA paper. Outcomes are applied in proposal order, so a run is the same however
+`sampling` (minibatches), `slots` (which call goes first). With `parallel=1`, racing and lookahead
+off, a small val set and no spare proposals (`rounds.SPARE_PROPOSALS = 0`), a round is the algorithm of
+the GEPA paper. Outcomes are applied in proposal order, so a run is the same however
 the answers interleave, and everything a round decides is in the checkpoint (RNG and the children
 still waiting for their race included), so a resumed run ends identical to an uninterrupted one.
 

@@ -93,9 +93,7 @@ class Proposer:
                 assert proposal.text is not None
                 reason = (check_template(ctx.task, plan.module, proposal.text, examples)
                           or self.repeat(plan, proposal.text))
-            # A repeat is not repaired: shown the same evidence, the model tends to land on the same
-            # template again, and the turn's latency sits on the round's critical path.
-            if reason is None or turn == ctx.options.repairs or not repairable(reason) or reason.startswith("repeat"):
+            if reason is None or turn == ctx.options.repairs or not repairable(reason):
                 break
             messages = [*messages, {"role": "assistant", "content": reply.text},
                         {"role": "user", "content": repair_request(reason)}]

@@ -1,8 +1,10 @@
 """Proposal rounds: plan the round's proposals within the budget, make them, race the children that
 beat their parent on val (overlapped with the next proposal: lookahead), and settle every outcome into
-the pool, the rejections or the children still waiting for their race. On a large val set a round
-chains steps on train instead (see `chaining`). The loop (`loop.Engine`) decides when a round runs
-and when the run stops; this module decides what a round does.
+the pool, the rejections or the children still waiting for their race. A round with no child to race
+makes a spare proposal, and the last steps of a budget are made side by side (`SPARE_PROPOSALS`,
+`END_SPARE_PROPOSALS`). On a large val set a round chains steps on train instead (see `chaining`). The
+loop (`loop.Engine`) decides when a round runs and when the run stops; this module decides what a round
+does.
 """
 
 from __future__ import annotations
