@@ -248,3 +248,43 @@ def test_state_round_trips_through_json_with_the_rng() -> None:
     again = EngineState.from_json(state.to_json())
     assert again == state
     assert again.load_rng().random() == rng.random()
+
+
+# -- request slots ------------------------------------------------------------------------------------
+
+
+def test_a_freed_slot_goes_to_the_step_before_waiting_val_scoring() -> None:
+    """Two slots, both taken; val scoring queues first, then a reflection: the reflection gets the next
+    free slot, and the val runs follow in the order they came. A cancelled waiter gives its turn away."""
+    import asyncio
+
+    from gepa_action.engine.slots import Priority, SlotGate, current_priority
+
+    async def scenario() -> list[str]:
+        gate, order = SlotGate(2), []
+        release = asyncio.Event()
+
+        async def hold(name: str) -> None:
+            async with gate.slot():
+                order.append(name)
+                await release.wait()
+
+        async def request(name: str, priority: Priority) -> None:
+            current_priority.set(priority)
+            async with gate.slot():
+                order.append(name)
+
+        holders = [asyncio.ensure_future(hold(n)) for n in ("a", "b")]
+        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(request("val-1", Priority.FILL)),
+                   asyncio.ensure_future(request("cancelled", Priority.CHAIN)),
+                   asyncio.ensure_future(request("val-2", Priority.FILL)),
+                   asyncio.ensure_future(request("reflection", Priority.CHAIN))]
+        await asyncio.sleep(0)
+        waiting[1].cancel()
+        release.set()
+        await asyncio.gather(*holders, *waiting, return_exceptions=True)
+        assert gate.in_flight == 0
+        return order
+
+    assert asyncio.run(scenario()) == ["a", "b", "reflection", "val-1", "val-2"]

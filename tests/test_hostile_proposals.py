@@ -10,6 +10,7 @@ sandbox's output limit.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,24 @@ HOSTILE = [
 
 def test_hostile_proposals_are_rejected_and_the_run_finishes(tmp_path: Path) -> None:
     base = rule_task.responder()
-    replies = {"n": 0}
+    served: list[str] = []
+    lock = threading.Lock()
 
     def reflection(body: dict[str, Any]) -> Any:
+        # Each new conversation gets the next attack and its repair turn the same attack again, whatever
+        # order concurrent proposals (a round's spare one) arrive in.
         if body["model"] != rule_task.REFLECTION_MODEL:
             return base(body)
-        replies["n"] += 1
-        if replies["n"] <= 2 * len(HOSTILE):  # a proposal and its repair turn: the same attack twice
-            return f"Try this.\n```jinja\n{HOSTILE[(replies['n'] - 1) // 2]}\n```"
-        return base(body)
+        earlier = [m["content"] for m in body["messages"] if m["role"] == "assistant"]
+        with lock:
+            if earlier:
+                attack = next((a for a in HOSTILE if a in earlier[-1]), None)
+            elif len(served) < len(HOSTILE):
+                attack = HOSTILE[len(served)]
+                served.append(attack)
+            else:
+                attack = None
+        return base(body) if attack is None else f"Try this.\n```jinja\n{attack}\n```"
 
     with FakeOpenAI(responder=reflection) as server:
         rule_task.write_workspace(tmp_path, server.url, budget=150)

@@ -19,6 +19,7 @@ from .events import Event, ValScored
 from .metered import MeteredLM
 from .options import EngineOptions
 from .reasons import Stop
+from .slots import Priority, current_priority
 from .state import Candidate, EngineState, TraceRecord
 
 PERFECT = 1.0
@@ -56,10 +57,13 @@ class Context:
 
     # -- running instances -------------------------------------------------------------------------------
 
-    async def run(self, texts: dict[str, str], ids: Sequence[str], *, count: bool = True) -> list[TraceRecord]:
+    async def run(self, texts: dict[str, str], ids: Sequence[str], *, count: bool = True,
+                  priority: Priority = Priority.CHAIN) -> list[TraceRecord]:
         """Run `texts` on the instances concurrently; every run is one metric call, counted as it ends
-        (`count=False` for the held-out test scoring, which the search budget does not cover)."""
+        (`count=False` for the held-out test scoring, which the search budget does not cover). `priority`
+        says whether a step waits for these runs (see `slots`)."""
         async def one(iid: str) -> TraceRecord:
+            current_priority.set(priority)  # each run is its own asyncio task: this stays local to it
             trace = await self.runner.run(texts, self.by_id[iid])
             if count:
                 self.state.metric_calls += 1

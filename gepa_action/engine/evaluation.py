@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from ..runner import gather_all
 from .context import Context
+from .slots import Priority
 from .state import TraceRecord
 
 #: The first stage scores at least this many val instances (or all of val, when it is smaller).
@@ -49,7 +50,7 @@ class Entrant:
     """A child in the race: its texts, its parent, and what it has scored so far."""
 
     texts: dict[str, str]
-    parent: int
+    parent: int | None  # None for the seed, which has no parent to fall behind: it is scored on all of val
     records: dict[str, TraceRecord] = field(default_factory=dict)
     stopped_at: int | None = None  # val instances scored when it was stopped; None: scored on all of val
     child_sum: float = 0.0
@@ -58,6 +59,8 @@ class Entrant:
 
 def behind(ctx: Context, entrant: Entrant, scored: list[str]) -> bool:
     """True when the child should stop: below its parent on `scored` and solving nothing new there."""
+    if entrant.parent is None:
+        return False
     parent = ctx.state.candidate(entrant.parent)
     entrant.child_sum = sum(entrant.records[i].score for i in scored)
     entrant.parent_sum = sum(parent.val[i] for i in scored)
@@ -74,7 +77,7 @@ async def score_on_val(ctx: Context, entrants: list[Entrant]) -> None:
     alive, start = list(entrants), 0
     for end in ends:
         ids = order[start:end]
-        results = await gather_all(ctx.run(e.texts, ids) for e in alive)
+        results = await gather_all(ctx.run(e.texts, ids, priority=Priority.FILL) for e in alive)
         for entrant, records in zip(alive, results, strict=True):
             entrant.records.update(zip(ids, records, strict=True))
         if end < len(order):

@@ -1,11 +1,13 @@
-"""The GEPA loop for one task: score the seed, run rounds until the budget, the clock, a stop file or a
-stop rule ends the search, checkpoint after every round, then score seed and best on the test split.
+"""The GEPA loop for one task: enter the seed (scored on val in the background of the first round), run
+rounds until the budget, the clock, a stop file or a stop rule ends the search, checkpoint after every
+round, then score seed and best on the test split.
 
 What a round does lives next door: `rounds` (plan proposals within the budget, race the children that
 beat their parent on val, overlapped with the next proposal, and settle every outcome), `proposal` (one
 reflective proposal and its repair turn), `evaluation` (the val race), `merge` (a merge round),
-`sampling` (minibatches). With `parallel=1`, racing and lookahead off, and a small val set, a round is
-the algorithm of the GEPA paper. Outcomes are applied in proposal order, so a run is the same however
+`sampling` (minibatches), `slots` (which call goes first). With `parallel=1`, racing and lookahead
+off, a small val set and no spare proposals (`rounds.SPARE_PROPOSALS = 0`), a round is the algorithm of
+the GEPA paper. Outcomes are applied in proposal order, so a run is the same however
 the answers interleave, and everything a round decides is in the checkpoint (RNG and the children
 still waiting for their race included), so a resumed run ends identical to an uninterrupted one.
 
@@ -38,7 +40,7 @@ from .pareto import STRATEGIES
 from .proposal import Proposer, ReflectionFailed
 from .reasons import Stop, StopReason
 from .rounds import Rounds
-from .state import Candidate, EngineState
+from .state import Candidate, EngineState, Pending
 
 __all__ = ["BudgetTooSmall", "Engine", "EngineOptions", "MeteredLM", "ReflectionFailed"]
 
@@ -108,10 +110,10 @@ class Engine:
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def run(self) -> EngineState:
-        if not self.state.candidates:
-            await self._score_seed()
+        if not self.state.candidates and not self.state.pending:
+            self._enter_seed()
         while not self.state.finished:
-            if self.state.best().val_mean >= PERFECT:
+            if self.state.candidates and self.state.best().val_mean >= PERFECT:
                 self._finish(Stop(StopReason.PERFECT_VAL))
                 self.checkpoint()
                 break
@@ -120,6 +122,13 @@ class Engine:
                 await asyncio.wait_for(self._round(), timeout=None if left == math.inf else max(left, 0.0))
             except asyncio.TimeoutError:
                 self._stop_at_deadline()
+            except RunError:
+                if not self.state.candidates:
+                    await self._keep_seed_after_failure()
+                raise
+        if not self.state.candidates:  # the run ended before the first round scored the seed
+            await self.rounds.score_seed_now()
+            self.checkpoint()
         return self.state
 
     async def _round(self) -> None:
@@ -142,11 +151,27 @@ class Engine:
     def _stop_at_deadline(self) -> None:
         """The time budget ran out during a round: the round is cancelled (its answers are cached) and
         the run ends at the last checkpoint, keeping the count of the calls the round did make."""
+        self._restore_snapshot()
+        self._finish(Stop(StopReason.DEADLINE_IN_ROUND, {"minutes": self.guard.limits.max_minutes or 0}))
+        self.checkpoint()
+
+    def _restore_snapshot(self) -> None:
+        """Back to the last checkpoint, keeping the count of the calls made since (they were paid for)."""
         calls, nominal = self.state.metric_calls, self.state.nominal_tokens
         self.ctx.state = EngineState.from_json(self._snapshot)
         self.state.metric_calls = calls
         self.state.nominal_tokens = nominal
-        self._finish(Stop(StopReason.DEADLINE_IN_ROUND, {"minutes": self.guard.limits.max_minutes or 0}))
+
+    async def _keep_seed_after_failure(self) -> None:
+        """The first round failed (the reflection model is down, say) while the seed was being scored:
+        finish scoring it (its answers so far are cached) and checkpoint, so the failed run's report
+        still shows the seed on val. If the task model fails too, the original error is what counts."""
+        self._restore_snapshot()
+        try:
+            await self.rounds.score_seed_now()
+        except RunError:
+            self._restore_snapshot()
+            return
         self.checkpoint()
 
     def _count_idle(self, spent: bool, proposed: bool) -> None:
@@ -184,7 +209,10 @@ class Engine:
         if self.progress is not None:
             self.progress(state)
 
-    async def _score_seed(self) -> None:
+    def _enter_seed(self) -> None:
+        """Check the budget, then let the seed wait for its val scoring like a child waits for its race:
+        the first round scores it in the background while the first proposal (from the seed) is made,
+        so the reflection model's first answer does not wait for all of val (see `rounds`)."""
         ctx = self.ctx
         if not ctx.train or not ctx.val:
             empty = "train" if not ctx.train else "val"
@@ -197,11 +225,8 @@ class Engine:
             reason = f"the budget is {limit} metric calls"
         if reason is not None:
             raise BudgetTooSmall(self.task.name, len(ctx.val), self.minimum_budget(), reason)
-        texts = self.task.seed_candidate()
-        records = await ctx.run(texts, ctx.val)
-        seed = Candidate(id=0, texts=texts, parents=[], origin="seed")
-        ctx.admit(seed, dict(zip(ctx.val, records, strict=True)))
-        self.emit(ctx.val_event(seed))
+        seed = Candidate(id=-1, texts=self.task.seed_candidate(), parents=[], origin="seed")
+        self.state.pending.append(Pending(seed, [], {}))
         self.checkpoint()
 
     # -- the held-out test ------------------------------------------------------------------------------

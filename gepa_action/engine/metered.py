@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from ..config import LMConfig
 from ..lm.client import Completion, LMClient, Usage
+from .slots import SlotGate
 
 
 class CompletionSource(Protocol):
@@ -28,6 +29,9 @@ class MeteredLM:
     resumed run replays its interrupted round from the cache; a warm re-run replays everything) nor on
     the order concurrent answers arrived in: the same run decides the same way every time. `usage`
     keeps the real spend for the report.
+
+    Every request waits for one of the engine's own slots first (`slots.SlotGate`, as many as the
+    client's concurrency), so the calls a step waits for go before val scoring that only fills time.
     """
 
     def __init__(self, lm: LMClient | CompletionSource, usage: Usage, nominal: dict[str, list[int]]) -> None:
@@ -35,10 +39,12 @@ class MeteredLM:
         self.usage = usage
         self.config = lm.config
         self.nominal = nominal
+        self.gate = SlotGate(lm.config.concurrency)
 
     async def complete(self, model: str, messages: list[dict[str, Any]], *, purpose: str = "metric",
                        **options: Any) -> Completion:
-        completion = await self.lm.complete(model, messages, **options)
+        async with self.gate.slot():
+            completion = await self.lm.complete(model, messages, **options)
         for kind in completion.retries:  # the flakiness of the endpoint shows in this task's report
             self.usage.record_retry(model, kind)
         if completion.cached:

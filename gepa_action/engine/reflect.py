@@ -345,8 +345,10 @@ def scaffolding_problem(text: str, original: str) -> str | None:
     return None
 
 
-#: Rejections the model can fix when told why (a reply cut off at max_tokens is not: it needs more room).
-REPAIRABLE = ("unchanged", "repeat", "changes variables", "no fenced block", "empty template", "not valid Jinja",
+#: Rejections the model can fix when told why (a reply cut off at max_tokens is not: it needs more room;
+#: a repeat of a proposal already tried is not either: shown the same evidence, the model tends to land on
+#: the same template again, and the turn's latency sits on the round's critical path).
+REPAIRABLE = ("unchanged", "changes variables", "no fenced block", "empty template", "not valid Jinja",
               "does not render", "answer scaffolding")
 
 
@@ -359,10 +361,7 @@ def repair_request(reason: str) -> str:
 
     Small models that copy the template while describing a fix in prose (the bundled 1.5B does, most of
     the time) do write the rule down when asked to append their own diagnosis to the template."""
-    if reason.startswith("repeat"):
-        fix = (" That template was already tried; write a different one: add or change the rules from your "
-               "diagnosis, written as plain instructions to the model.")
-    elif reason.startswith("unchanged"):
+    if reason.startswith("unchanged"):
         fix = (" Copy the current template and add, on new lines after it, the rules from your diagnosis, "
                "written as plain instructions to the model (for example: \"Requests about X are Y.\").")
     elif reason.startswith("answer scaffolding"):

@@ -1,12 +1,15 @@
 """Proposal rounds: plan the round's proposals within the budget, make them, race the children that
 beat their parent on val (overlapped with the next proposal: lookahead), and settle every outcome into
-the pool, the rejections or the children still waiting for their race. On a large val set a round
-chains steps on train instead (see `chaining`). The loop (`loop.Engine`) decides when a round runs
-and when the run stops; this module decides what a round does.
+the pool, the rejections or the children still waiting for their race. A round with no child to race
+makes a spare proposal, and the last steps of a budget are made side by side (`SPARE_PROPOSALS`,
+`END_SPARE_PROPOSALS`). On a large val set a round chains steps on train instead (see `chaining`). The
+loop (`loop.Engine`) decides when a round runs and when the run stops; this module decides what a round
+does.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ..runner import gather_all
@@ -20,6 +23,15 @@ from .reasons import Stop, StopReason, rejection_text
 from .sampling import known_failures, next_minibatch
 from .state import Candidate, Pending
 
+#: Proposals a round makes beyond `parallel` when no child waits for its race. Such a round has nothing
+#: to run while the reflection model thinks (its longest link, 3 task calls' worth here), so a lone
+#: proposal leaves the task slots idle; late in a run, when most proposals fail on the minibatch, whole
+#: runs were made of such rounds. A second proposal costs its minibatch calls and no extra time.
+SPARE_PROPOSALS = 1
+#: Proposals a round may make beyond `parallel` once the budget left only fits shrunken steps (on the
+#: parent's known failures, or fewer instances): each costs a few calls, and made one per round they
+#: were most of the wall time at the end of a run, with the task slots idle.
+END_SPARE_PROPOSALS = 3
 #: See `Rounds.chaining`: chain steps on train when one val scoring costs this many proposals or more.
 CHAIN_FACTOR = 8
 
@@ -31,13 +43,14 @@ class Rounds:
         self.ctx = ctx
         self.proposer = proposer
         self.select = select
+        self._seed_job: tuple[asyncio.Future[None], list[Entrant]] | None = None
 
     def _plan(self, rng: Any) -> tuple[list[Plan], Stop | None]:
         """Choose this round's proposals, each fitting the budget along with those before it (and the
         val races of the pending children). With lookahead, a pending child is the first parent."""
         ctx, state = self.ctx, self.ctx.state
         scores, evidence = state.val_scores(), state.evidence()
-        front = pareto_front(scores, evidence) if self.ctx.options.strategy == "pareto" else {}
+        front = pareto_front(scores, evidence) if scores and self.ctx.options.strategy == "pareto" else {}
         if not state.pending and front and all(ctx.solves_train(c) for c in front):
             return [], Stop(StopReason.TRAIN_SOLVED)
         plans: list[Plan] = []
@@ -45,7 +58,12 @@ class Rounds:
         per_step = self.proposer.reflections_per_step
         ahead = [p.candidate for p in state.pending] if self.ctx.options.lookahead else []
         chain = self.chaining()
-        for slot in range(self.ctx.options.parallel):
+        limit, slot = self.ctx.options.parallel + (0 if state.pending else SPARE_PROPOSALS), -1
+        final: Stop | None = None
+        while slot + 1 < limit:
+            slot += 1
+            if slot >= len(ahead) and not scores:
+                break  # the seed is still waiting for val (the first round): it is the only parent yet
             parent = ahead[slot] if slot < len(ahead) else state.candidate(self.select(rng, scores, evidence))
             module = ctx.optimize[parent.next_module % len(ctx.optimize)]
             parent.next_module = (parent.next_module + 1) % len(ctx.optimize)
@@ -56,8 +74,12 @@ class Rounds:
                                   reason="the parent is known to solve every train instance"))
                 continue
             memo = state.train_memo.get(str(parent.id), {})
-            # A chained step from a pending child replaces that child's val scoring, already reserved.
-            val_cost = 0 if chain and parent.id < 0 else len(ctx.val)
+            # A chained step from a pending child replaces that child's val scoring, already reserved
+            # (the seed's never: it is scored whatever its child does).
+            # A spare proposal reserves no val: its child races only if the budget still allows after
+            # the round (see `_queue_for_race`).
+            spare = slot >= self.ctx.options.parallel
+            val_cost = 0 if spare or (chain and parent.id < 0 and parent.parents) else len(ctx.val)
             need = sum(1 for i in batch if i not in memo) + len(batch) + val_cost
             stop = self.ctx.refuse(StepCost(reserved + need, (len(plans) + 1) * per_step))
             if stop is not None:
@@ -67,13 +89,29 @@ class Rounds:
                 for smaller in [known, *(batch[:size] for size in range(len(batch) - 1, 0, -1))]:
                     cheaper = sum(1 for i in smaller if i not in memo) + len(smaller) + val_cost
                     if smaller and self.ctx.refuse(StepCost(reserved + cheaper, (len(plans) + 1) * per_step)) is None:
+                        # The end of the budget: its last steps are tried side by side, once; the run
+                        # stops after them unless a child came out of them (see `proposal_round`).
+                        final = final or stop
+                        limit = max(limit, self.ctx.options.parallel + END_SPARE_PROPOSALS)
                         batch, need, stop = smaller, cheaper, None
                         break
             if stop is not None:
-                return plans, stop if not plans else None
+                return plans, stop if not plans else final
+            batch = self._distinct(plans, parent.id, module, batch)
+            if batch is None:
+                continue
             plans.append(Plan(parent.id, module, batch))
-            reserved += need
-        return plans, None
+            reserved += sum(1 for i in batch if i not in memo) + len(batch) + val_cost
+        return plans, final
+
+    @staticmethod
+    def _distinct(plans: list[Plan], parent: int, module: str, batch: list[str]) -> list[str] | None:
+        """`batch`, or when an earlier plan of the round has the same parent, module and minibatch (the
+        known failures at the end of a budget), the first variant without one of its instances that no
+        plan has: the same request twice would get the same answer twice. None when there is none."""
+        taken = {tuple(p.minibatch) for p in plans if p.parent == parent and p.module == module}
+        variants = [batch, *([b for j, b in enumerate(batch) if j != k] for k in range(len(batch)))]
+        return next((v for v in variants if v and tuple(v) not in taken), None)
 
     def chaining(self) -> bool:
         """Grow a child on train before racing it when scoring one candidate on val costs as much as
@@ -91,7 +129,9 @@ class Rounds:
         halt = stop is not None and stop.reason in (StopReason.STOP_FILE, StopReason.TIME_BUDGET)
         if not plans and (not pending or halt):
             return stop
-        outcomes = await gather_all(self.proposer.propose(plan) for plan in plans)
+        seeds = [p for p in pending if not p.candidate.parents]
+        pending = [p for p in pending if p.candidate.parents]
+        outcomes = await self._propose_scoring_seed(plans, seeds)
         tips: list[tuple[Outcome, Candidate]] = []
         for outcome in outcomes:
             parent = state.candidate(outcome.plan.parent)
@@ -114,9 +154,41 @@ class Rounds:
             if p.candidate.id in superseded:
                 self._drop_provisional(p.candidate.id)
         state.pending = []
-        for outcome, parent in tips:
-            self._make_pending(outcome, parent)
-        return None if pending or tips else stop
+        self._queue_for_race(tips)
+        return None if pending or seeds or state.pending else stop
+
+    async def _propose_scoring_seed(self, plans: list[Plan], seeds: list[Pending]) -> list[Outcome]:
+        """Make the round's proposals while the seed (if it still waits) is scored on val; then the
+        seed joins the pool, and the proposals made from it name its pool id.
+
+        The seed's scoring is a job of its own that outlives a failed or cancelled round (the clock ran
+        out, the reflection model is down): `score_seed_now` then waits for that same job, so the seed
+        is scored once and counted once, and every run ends with the seed in its pool."""
+        if seeds and self._seed_job is None:
+            entrants = [Entrant(p.candidate.texts, None) for p in seeds]
+            self._seed_job = (asyncio.ensure_future(score_on_val(self.ctx, entrants)), entrants)
+        outcomes = await gather_all(self.proposer.propose(plan) for plan in plans)
+        if not seeds:
+            return outcomes
+        assert self._seed_job is not None
+        job, entrants = self._seed_job
+        await asyncio.shield(job)
+        self._seed_job = None
+        for p, entrant in zip(seeds, entrants, strict=True):
+            provisional = p.candidate.id
+            real = self._conclude(p, entrant)
+            for outcome in outcomes:
+                if outcome.plan.parent == provisional:
+                    outcome.plan.parent = real
+        return outcomes
+
+    async def score_seed_now(self) -> None:
+        """Score a seed still waiting for val (a run stopped or failed before its first round ended):
+        every run returns a pool with the seed in it, scored on all of val."""
+        state = self.ctx.state
+        seeds = [p for p in state.pending if not p.candidate.parents]
+        await self._propose_scoring_seed([], seeds)
+        state.pending = [p for p in state.pending if p.candidate.parents]
 
     async def proposal_round(self, rng: Any) -> Stop | None:
         """One round: the pending children are raced on val while this round's proposals are made (from
@@ -129,15 +201,17 @@ class Rounds:
         halt = stop is not None and stop.reason in (StopReason.STOP_FILE, StopReason.TIME_BUDGET)
         if not plans and (not pending or halt):
             return stop  # a stop file or the clock ends the run now; a spent budget still races the pending
+        seeds = [p for p in pending if not p.candidate.parents]
+        pending = [p for p in pending if p.candidate.parents]
         entrants = [Entrant(p.candidate.texts, p.candidate.parents[0]) for p in pending]
-        # The parents' minibatch runs first: the reflection waits for them, the race does not wait for
-        # anything, so giving them the client's slots first shortens the round (it would interleave).
-        await gather_all(self.ctx.parent_trace(plan.parent, i) for plan in plans for i in plan.minibatch)
-        _, outcomes = await gather_all([score_on_val(self.ctx, entrants),
-                                        gather_all(self.proposer.propose(plan) for plan in plans)])
+        # The race and the proposals start together: the proposals' calls (the parents' minibatch, the
+        # reflection, the child's minibatch) are on the round's critical path and go first (see
+        # `slots`), the race fills the slots they leave free.
+        _, outcomes = await gather_all([score_on_val(self.ctx, entrants), self._propose_scoring_seed(plans, seeds)])
         grandparents = {p.candidate.id: p.candidate.parents[0] for p in pending}
         admitted = {p.candidate.id: self._conclude(p, e) for p, e in zip(pending, entrants, strict=True)}
         state.pending = []
+        winners: list[tuple[Outcome, Candidate]] = []
         for outcome in outcomes:
             provisional = outcome.plan.parent
             if provisional < 0:
@@ -152,8 +226,31 @@ class Rounds:
                     continue
                 outcome.plan.parent = real
             if self._settle(outcome):
-                self._make_pending(outcome)
-        return None if pending else stop
+                winners.append((outcome, state.candidate(outcome.plan.parent)))
+        self._queue_for_race(winners)
+        return None if pending or seeds or state.pending else stop
+
+    def _queue_for_race(self, winners: list[tuple[Outcome, Candidate]]) -> None:
+        """The children that beat their parent on the minibatch wait for their val race, the biggest
+        gain first (it gets the next round's lookahead), as long as the budget can still race them
+        all; a child beyond that (a spare proposal's, late in a run) is dropped and logged."""
+        state, ctx = self.ctx.state, self.ctx
+        def gain(item: tuple[int, tuple[Outcome, Candidate]]) -> tuple[float, int]:
+            outcome = item[1][0]
+            assert outcome.child_records is not None
+            return (sum(outcome.parent_scores) - sum(r.score for r in outcome.child_records), item[0])
+
+        for _, (outcome, parent) in sorted(enumerate(winners), key=gain):
+            if ctx.refuse(StepCost(len(ctx.val) * (len(state.pending) + 1))) is None:
+                self._make_pending(outcome, parent)
+                continue
+            state.stats.discarded += 1
+            plan = outcome.plan
+            reason = "beat its parent on the minibatch, but the budget left cannot score another child on val"
+            state.add_rejection(plan.parent, plan.module, outcome.text or "", reason)
+            ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(plan.parent), module=plan.module,
+                             minibatch=plan.minibatch, scores_before=outcome.parent_scores,
+                             reason=f"{reason}: dropped"))
 
     def _proposal_event(self, outcome: Outcome, parent: Candidate | None = None) -> ProposalEvent:
         """The proposal's log entry; `parent` when it is no longer reachable by id (a superseded child)."""
@@ -240,11 +337,20 @@ class Rounds:
         """A pending child after its val race: into the pool (its id is returned) or stopped part-way.
         What was kept under its provisional id moves to its pool id, or is dropped."""
         state, ctx, child = self.ctx.state, self.ctx, pending.candidate
-        provisional, plan_parent, module = child.id, child.parents[0], child.module or ""
+        provisional, module = child.id, child.module or ""
+        plan_parent = child.parents[0] if child.parents else -1
         memo = state.train_memo.pop(str(provisional), {})
         rejected = {key: state.rejected.pop(key) for key in [k for k in state.rejected
                                                               if k.split(":", 1)[0] == str(provisional)]}
         event = dict(pending.event)
+        if not child.parents:  # the seed, scored in the first round
+            child.id = len(state.candidates)
+            ctx.admit(child, entrant.records)
+            state.train_memo[str(child.id)] = memo
+            for key, items in rejected.items():
+                state.rejected[f"{child.id}:{key.split(':', 1)[1]}"] = items
+            self.ctx.emit(ctx.val_event(child))
+            return child.id
         if entrant.stopped_at is not None:
             size = len(ctx.val)
             reason = rejection_text("raced_out", child=entrant.child_sum, parent=entrant.parent_sum,
