@@ -380,9 +380,10 @@ def action(ctx: click.Context, tasks: tuple[str, ...], budget: int | None, seed:
             click.echo(f"warning: {warning}", err=True)
         tune_options = TuneOptions(seed=seed, budget=budget)
         # in the job summary before anything is spent, so a run that dies or is cancelled still shows it
-        Runner(dict(os.environ)).add_summary(
-            estimate_summary([(t.name, estimate_for(workspace, t, tune_options)) for t in selected]))
-        result = run_tune(workspace, selected, tune_options, use_cache=not no_cache, progress=progress_printer())
+        estimates = {t.name: estimate_for(workspace, t, tune_options) for t in selected}
+        Runner(dict(os.environ)).add_summary(estimate_summary(list(estimates.items())))
+        result = run_tune(workspace, selected, tune_options, use_cache=not no_cache, progress=progress_printer(),
+                          estimates=estimates)
         _show_report(workspace, result.report, result.run.path, as_json=False, write=False, apply_hint=False)
         return result
 

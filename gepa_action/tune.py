@@ -109,7 +109,12 @@ def estimate_for(workspace: Workspace, task: Task, options: TuneOptions) -> Task
     return estimate_task(task, workspace.lm, options.engine(), max_metric_calls=calls, max_minutes=minutes)
 
 
-def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> RunDir:
+def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions,
+              estimates: Mapping[str, TaskEstimate] | None = None) -> RunDir:
+    """A new run folder. `estimates`: the ones the caller already made (the Action's job summary shows
+    them before tuning) for these tasks and options; the estimate renders every instance, so it is made
+    once per run, not twice."""
+    estimates = estimates or {}
     return RunDir.create(workspace.root, {
         "config": workspace.relative(workspace.config_file),
         "tasks": [t.name for t in tasks],
@@ -117,7 +122,7 @@ def start_run(workspace: Workspace, tasks: list[Task], options: TuneOptions) -> 
         "fingerprints": {t.name: fingerprint(t) for t in tasks},
         **origin_meta(workspace.root, workspace.config_file),  # for `action --from-runs` (matrix.py)
         # made before anything is spent, so the report can set it beside what the run did spend
-        "estimates": {t.name: asdict(estimate_for(workspace, t, options)) for t in tasks},
+        "estimates": {t.name: asdict(estimates.get(t.name) or estimate_for(workspace, t, options)) for t in tasks},
     })
 
 
@@ -289,15 +294,17 @@ class ReportNotSaved(RunWriteError):
 
 
 def run_tune(workspace: Workspace, tasks: list[Task], options: TuneOptions, *, resume: str | None = None,
-             use_cache: bool = True, progress: ProgressFn | None = None) -> TuneResult:
-    """Start (or resume) a run, drive every task to its end, and write the reports."""
+             use_cache: bool = True, progress: ProgressFn | None = None,
+             estimates: Mapping[str, TaskEstimate] | None = None) -> TuneResult:
+    """Start (or resume) a run, drive every task to its end, and write the reports. `estimates`: see
+    `start_run`."""
     check_credentials(workspace.lm, os.environ)
     if resume is not None:
         run, tasks, options = reopen_run(workspace, resume)
         run.lock()  # before any write: a second process resuming this run stops here
         run.update_meta(status="running")
     else:
-        run = start_run(workspace, tasks, options)
+        run = start_run(workspace, tasks, options, estimates)
     try:
         return _drive(workspace, run, tasks, options, use_cache=use_cache, progress=progress)
     finally:
