@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from ..report.model import GuidanceEntry, GuidanceReport, GuidanceViolations
-from .text import inline, plain, quote
+from .text import code_span, inline, quote
 
 _URL = re.compile(r"https?://[^\s<>()\[\]`\"'\\]+")
 #: Longest guidance text and answer shown in the PR body (report.md and the file keep the whole text).
@@ -25,22 +25,12 @@ def _link(text: str, url: str) -> str:
 
 def _where(entry: GuidanceEntry) -> str:
     if entry.source == "review" and entry.path:
-        return f" on {_code(entry.path, 120)}" + (f" line {entry.line}" if entry.line else "")
+        return f" on {code_span(entry.path, 120)}" + (f" line {entry.line}" if entry.line else "")
     return ""
 
 
-def _code(text: str, limit: int = 220) -> str:
-    """`text` as an inline code span: shown literally (no mention, link or HTML is rendered inside one),
-    with a backtick run longer than any in the text so it cannot end the span early."""
-    value = plain(text, limit)
-    longest = max((len(run) for run in re.findall(r"`+", value)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if value.startswith("`") or value.endswith("`") else ""
-    return f"{fence}{pad}{value}{pad}{fence}"
-
-
 def _violations(rule: str, counts: GuidanceViolations) -> str:
-    return (f"Rule {_code(rule)}: outputs breaking it on val "
+    return (f"Rule {code_span(rule, 220)}: outputs breaking it on val "
             f"{counts.val_before}/{counts.val_size} → {counts.val_after}/{counts.val_size}, on test "
             f"{counts.test_before}/{counts.test_size} → {counts.test_after}/{counts.test_size} (seed → evolved).")
 

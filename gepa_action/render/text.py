@@ -133,11 +133,23 @@ def code_block(text: object, lang: str = "") -> str:
     """
     body = "" if text is None else _NEWLINES.sub("\n", str(text))
     body = _BIDI.sub(REPLACEMENT, _CONTROLS.sub(REPLACEMENT, body))
-    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
-    fence = "`" * max(3, longest + 1)
+    fence = "`" * max(3, _longest_backticks(body) + 1)
     if body and not body.endswith("\n"):
         body += "\n"
     return f"{fence}{_FENCE_CHARS.sub('', lang)}\n{body}{fence}"
+
+
+def code_span(text: object, limit: int | None = None) -> str:
+    """`text` as an inline code span: shown literally (no mention, link or HTML is rendered inside one),
+    with a backtick run longer than any in the text so it cannot end the span early."""
+    value = plain(text, limit)
+    fence = "`" * (_longest_backticks(value) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
+def _longest_backticks(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
 def table(headers: Sequence[object], rows: Iterable[Sequence[object]], *, align: str | None = None) -> str:
