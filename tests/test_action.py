@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from fakes import rule_task
+from fakes.actions_runner import read_outputs, runner_env
 from fakes.git_repos import ENV, commit_on, git, make_origin
 from fakes.github_server import FakeGitHub
 from fakes.openai_server import FakeOpenAI
@@ -38,12 +39,8 @@ class World:
     server: FakeOpenAI
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        outputs, summary = self.tmp / "github_output", self.tmp / "step_summary"
-        outputs.write_text(""), summary.write_text("")
-        base_env = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": TOKEN,
-                    "GITHUB_API_URL": self.github.url, "GITHUB_SERVER_URL": "https://github.com",
-                    "GITHUB_RUN_ID": "42", "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary),
-                    "GEPA_TUNE_API_KEY": "", **(env or {})}
+        base_env = runner_env(self.tmp, repository=REPO, token=TOKEN, api_url=self.github.url, run_id="42",
+                              **{"GEPA_TUNE_API_KEY": "", **(env or {})})
         return CliRunner().invoke(main, ["-C", str(self.clone), "action", *args], env=base_env,
                                   catch_exceptions=False)
 
@@ -53,8 +50,7 @@ class World:
         return "\n".join(line for line in result.output.splitlines() if not line.startswith("::add-mask::"))
 
     def outputs(self) -> dict[str, str]:
-        text = (self.tmp / "github_output").read_text()
-        return {m.group(1): m.group(3) for m in re.finditer(r"^([\w-]+)<<(\S+)\n(.*?)\n\2$", text, re.M | re.S)}
+        return read_outputs(self.tmp)
 
     def pulls(self, state: str = "open") -> list[dict]:
         return [p for p in self.github.pulls(REPO) if state == "all" or p["state"] == state]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 from fakes import matrix_workspace
+from fakes.actions_runner import read_outputs, runner_env
 from fakes.git_repos import ENV, commit_on, git, make_origin
 from fakes.github_server import FakeGitHub
 from fakes.openai_server import FakeOpenAI
@@ -86,25 +86,17 @@ class World:
     github: FakeGitHub
 
     def run(self, *args: str) -> Result:
-        self.outputs_file.write_text(""), self.summary_file.write_text("")
-        env = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": TOKEN,
-               "GITHUB_API_URL": self.github.url, "GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": "7",
-               "GITHUB_OUTPUT": str(self.outputs_file), "GITHUB_STEP_SUMMARY": str(self.summary_file),
-               "GEPA_TUNE_API_KEY": ""}
+        env = runner_env(self.tmp, repository=REPO, token=TOKEN, api_url=self.github.url, run_id="7",
+                         GEPA_TUNE_API_KEY="")
         return CliRunner().invoke(main, ["-C", str(self.clone), "action", "--branch", BRANCH, *args], env=env,
                                   catch_exceptions=False)
-
-    @property
-    def outputs_file(self) -> Path:
-        return self.tmp / "github_output"
 
     @property
     def summary_file(self) -> Path:
         return self.tmp / "step_summary"
 
     def outputs(self) -> dict[str, str]:
-        text = self.outputs_file.read_text()
-        return {m.group(1): m.group(3) for m in re.finditer(r"^([\w-]+)<<(\S+)\n(.*?)\n\2$", text, re.M | re.S)}
+        return read_outputs(self.tmp)
 
     def artifacts(self, jobs: Jobs) -> Path:
         """A copy of the jobs' artifacts this test may damage."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from fakes.actions_runner import read_outputs, runner_env
 from fakes.git_repos import ENV, make_origin
 from fakes.github_server import FakeGitHub
 from fakes.openai_server import FakeOpenAI
@@ -48,20 +49,15 @@ class World:
     server: FakeOpenAI
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        outputs, summary = self.tmp / "github_output", self.tmp / "step_summary"
-        outputs.write_text(""), summary.write_text("")
-        base_env = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": TOKEN,
-                    "GITHUB_API_URL": self.github.url, "GITHUB_SERVER_URL": "https://github.com",
-                    "GITHUB_RUN_ID": "77", "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary),
-                    "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": self.server.url, **(env or {})}
+        base_env = runner_env(self.tmp, repository=REPO, token=TOKEN, api_url=self.github.url, run_id="77",
+                              **{"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": self.server.url, **(env or {})})
         return CliRunner().invoke(main, ["-C", str(self.clone), *args], env=base_env, catch_exceptions=False)
 
     def watch(self, *args: str, env: dict[str, str] | None = None) -> Result:
         return self.cli("watch", "--issue", *args, env=env)
 
     def outputs(self) -> dict[str, str]:
-        text = (self.tmp / "github_output").read_text()
-        return {m.group(1): m.group(3) for m in re.finditer(r"^([\w-]+)<<(\S+)\n(.*?)\n\2$", text, re.M | re.S)}
+        return read_outputs(self.tmp)
 
     def summary(self) -> str:
         return (self.tmp / "step_summary").read_text()
