@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .engine.options import DEFAULT_SEED, MAX_PARALLEL, EngineOptions
+from .engine.options import CHAIN_MODES, DEFAULT_SEED, MAX_PARALLEL, EngineOptions
 from .errors import GepaError, InputError, redact_secrets
 
 if TYPE_CHECKING:
@@ -253,6 +253,9 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
               help="Score an accepted child on val in stages, stopping it once it falls behind its parent.")
 @click.option("--lookahead/--no-lookahead", default=ENGINE.lookahead, show_default=True,
               help="Propose from a child while it is being scored on val (overlaps the two; shorter wall time).")
+@click.option("--chain", type=click.Choice(CHAIN_MODES), default=ENGINE.chain, show_default=True,
+              help="Take a child that beat its parent further on train before scoring it on val: auto (on a large "
+                   "val set), always (fewer val calls, more steps per budget, longer wall time), never.")
 @click.option("--estimate", is_flag=True,
               help="Print what the run may call and cost (a range per task), call no model, and exit.")
 @click.option("--resume", "resume", metavar="RUN_ID", help="Continue an interrupted run (options come from it).")
@@ -264,7 +267,8 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.pass_obj
 def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: float | None, seed: int,
          strategy: str, minibatch: int, parallel: int, max_merges: int, race: bool, lookahead: bool,
-         estimate: bool, resume: str | None, write: bool, as_json: bool, no_cache: bool, local: bool) -> None:
+         chain: str, estimate: bool, resume: str | None, write: bool, as_json: bool, no_cache: bool,
+         local: bool) -> None:
     """Evolve the prompts with GEPA within the budget; score seed and best on the held-out test split.
 
     \b
@@ -291,7 +295,7 @@ def tune(obj: Context, tasks: tuple[str, ...], budget: int | None, max_minutes: 
         click.echo(f"warning: {warning}", err=True)
     options = TuneOptions(seed=seed, budget=budget, max_minutes=max_minutes, strategy=strategy, minibatch=minibatch,
                           parallel=parallel, max_merges=max_merges, race=race, lookahead=lookahead,
-                          local=local)
+                          chain=chain, local=local)
     if estimate:
         _show_estimate(workspace, selected, options, as_json=as_json)
         return

@@ -24,7 +24,7 @@ from .cache import CacheFull
 from .cost_model import TaskEstimate
 from .engine.budget import Limits
 from .engine.loop import Engine
-from .engine.options import DEFAULT_SEED, MAX_PARALLEL, EngineOptions
+from .engine.options import CHAIN_MODES, DEFAULT_SEED, MAX_PARALLEL, EngineOptions
 from .engine.reasons import StopReason
 from .engine.state import EngineState
 from .errors import GepaError, InputError, RunError
@@ -54,12 +54,14 @@ class TuneOptions:
     max_merges: int = EngineOptions.max_merges
     race: bool = EngineOptions.race  # score accepted children on val in stages (see engine/evaluation.py)
     lookahead: bool = EngineOptions.lookahead  # propose from a child while it is raced on val (see engine/loop.py)
+    chain: str = EngineOptions.chain  # take a child further on train before val: auto, always, never (engine/rounds.py)
     #: The bundled local models (`--local`): part of the run, so `--resume` serves them again unasked.
     local: bool = False
 
     def engine(self) -> EngineOptions:
         return EngineOptions(strategy=self.strategy, minibatch=self.minibatch, parallel=self.parallel,
-                             max_merges=self.max_merges, race=self.race, lookahead=self.lookahead)
+                             max_merges=self.max_merges, race=self.race, lookahead=self.lookahead,
+                             chain=self.chain)
 
 
 @dataclass
@@ -147,6 +149,8 @@ def options_from(meta: Mapping[str, Any], run: RunDir) -> TuneOptions:
         default = fields[name].default
         if name == "strategy":
             ok = value in ("pareto", "best")
+        elif name == "chain":
+            ok = value in CHAIN_MODES
         elif isinstance(default, bool):  # flags such as `local`
             ok = isinstance(value, bool)
         elif name in ("budget", "max_minutes") and value is None:

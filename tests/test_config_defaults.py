@@ -31,5 +31,5 @@ def test_the_tune_command_and_tune_options_default_to_the_engine_options() -> No
     tune = main.commands["tune"]
     defaults = {p.name: p.default for p in tune.params}
     engine = EngineOptions()
-    for name in ("strategy", "minibatch", "parallel", "max_merges", "race", "lookahead"):
+    for name in ("strategy", "minibatch", "parallel", "max_merges", "race", "lookahead", "chain"):
         assert defaults[name] == getattr(engine, name), name

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 #: Proposals a round may make at once: more would queue behind the client's concurrency limit anyway.
 MAX_PARALLEL = 32
+#: The values of `EngineOptions.chain` (and of `tune --chain`).
+CHAIN_MODES = ("auto", "always", "never")
 #: The seed of a run's random choices when none is given (`tune --seed`, `action --seed`, `TuneOptions`).
 DEFAULT_SEED = 0
 
@@ -43,3 +45,14 @@ class EngineOptions:
     #: While a child is raced on val, already make the next proposal from it (see `loop`): a GEPA step is
     #: a chain of dependent calls, and this overlaps the longest two links. False waits for the race.
     lookahead: bool = True
+    #: When a child that beat its parent on the minibatch is first taken further on train, and only the
+    #: tip of such a chain is scored on val (see `rounds.Rounds.chaining`): "auto" on a large val set,
+    #: where one val scoring costs many proposals; "always" spends fewer calls on val everywhere (more
+    #: steps for the same budget, a longer wall time: the steps wait for each other); "never".
+    chain: str = "auto"
+    #: A candidate whose last `max_stale` proposals came back with nothing new (its own template, or a
+    #: text already rejected or in the pool), each on other train instances and after the repair turn,
+    #: is no longer chosen as a parent: the reflection model has nothing left to change there, and asking
+    #: again pays reflection calls and their wait for nothing. When every candidate of the Pareto front
+    #: is stale, the run ends (`StopReason.FRONT_STALE`).
+    max_stale: int = 3

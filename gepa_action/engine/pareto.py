@@ -17,13 +17,15 @@ least. When the run picks its best candidate, a tie of the val mean goes to the 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 #: candidate id -> instance id -> score on val
 Scores = Mapping[int, Mapping[str, float]]
 #: candidate id -> train evidence, compared as a tuple (higher is better); missing means none
 Evidence = Mapping[int, tuple[float, ...]]
-Selector = Callable[[random.Random, Scores, Evidence], int]
+#: (rng, scores, evidence, excluded ids) -> the parent's id, or None when every candidate it would pick from
+#: is excluded
+Selector = Callable[[random.Random, Scores, Evidence, Collection[int]], int | None]
 
 
 def evidence_score(train_scores: list[float]) -> float:
@@ -84,19 +86,26 @@ def pareto_front(scores: Scores, evidence: Evidence | None = None) -> dict[int, 
     return {c: sum(1 for group in leaders.values() if c in group) for c in kept}
 
 
-def select_pareto(rng: random.Random, scores: Scores, evidence: Evidence | None = None) -> int:
-    """Sample a front member with probability proportional to the number of instances it leads."""
+def select_pareto(rng: random.Random, scores: Scores, evidence: Evidence | None = None,
+                  exclude: Collection[int] = ()) -> int | None:
+    """Sample a front member with probability proportional to the number of instances it leads. The
+    front is that of the whole pool: an excluded member (see `EngineOptions.max_stale`) is skipped, not
+    replaced by a candidate it dominates. None when every front member is excluded."""
     front = pareto_front(scores, evidence)
-    ids = sorted(front)
+    ids = sorted(c for c in front if c not in exclude)
+    if not ids:
+        return None
     if len(ids) == 1:
         return ids[0]
     return rng.choices(ids, weights=[front[c] for c in ids], k=1)[0]
 
 
-def select_best(rng: random.Random, scores: Scores, evidence: Evidence | None = None) -> int:
-    """Always the best-ranked candidate (`rank_key`): the greedy baseline."""
+def select_best(rng: random.Random, scores: Scores, evidence: Evidence | None = None,
+                exclude: Collection[int] = ()) -> int | None:
+    """Always the best-ranked candidate (`rank_key`) that is not excluded: the greedy baseline."""
     evidence = evidence or {}
-    return max(scores, key=lambda cid: rank_key(cid, scores, evidence))
+    ids = [cid for cid in scores if cid not in exclude]
+    return max(ids, key=lambda cid: rank_key(cid, scores, evidence)) if ids else None
 
 
 STRATEGIES: dict[str, Selector] = {"pareto": select_pareto, "best": select_best}

@@ -24,6 +24,7 @@ class StopReason(str, Enum):
     NOTHING_EVALUATED = "nothing_evaluated"  # every proposal of the run was rejected before evaluation
     INVALID_STREAK = "invalid_streak"
     IDLE_STREAK = "idle_streak"
+    FRONT_STALE = "front_stale"  # every Pareto front member's last proposals came back with nothing new
     LEGACY = "legacy"  # a checkpoint written before stop reasons were values: its sentence is kept as is
 
 
@@ -76,6 +77,10 @@ def describe(stop: Stop) -> str:
         case StopReason.IDLE_STREAK:
             return (f"{f['rounds']} rounds in a row found nothing to evaluate: the parents were perfect on their "
                     "minibatches or the proposals repeated earlier ones")
+        case StopReason.FRONT_STALE:
+            return (f"the last {f['proposals']} proposals from every candidate on the Pareto front came back with "
+                    "nothing new (their own template or an earlier text): the reflection model has nothing left "
+                    "to change")
         case StopReason.LEGACY:
             return str(f.get("text", ""))
 

@@ -64,7 +64,15 @@ class Rounds:
             slot += 1
             if slot >= len(ahead) and not scores:
                 break  # the seed is still waiting for val (the first round): it is the only parent yet
-            parent = ahead[slot] if slot < len(ahead) else state.candidate(self.select(rng, scores, evidence))
+            if slot < len(ahead):
+                parent = ahead[slot]
+            else:
+                chosen = self.select(rng, scores, evidence, self._stale())
+                if chosen is None:  # every front member is stale: nothing left to ask the reflection model
+                    if plans or state.pending:
+                        break
+                    return [], self._stale_stop()
+                parent = state.candidate(chosen)
             module = ctx.optimize[parent.next_module % len(ctx.optimize)]
             parent.next_module = (parent.next_module + 1) % len(ctx.optimize)
             batch = next_minibatch(ctx, rng, parent.id)
@@ -104,6 +112,19 @@ class Rounds:
             reserved += sum(1 for i in batch if i not in memo) + len(batch) + val_cost
         return plans, final
 
+    def _stale(self) -> set[int]:
+        """Pool members no longer chosen as parents (see `EngineOptions.max_stale`)."""
+        limit = self.ctx.options.max_stale
+        return {c.id for c in self.ctx.state.candidates if limit > 0 and c.stale >= limit}
+
+    def _stale_stop(self) -> Stop:
+        """Why the run ends when every front member is stale: that, unless no proposal of the run was
+        ever evaluated (then the clearer "every proposal was rejected", which fails the run)."""
+        stats = self.ctx.state.stats
+        if stats.accepted + stats.rejected_not_better + stats.raced_out == 0:
+            return Stop(StopReason.NOTHING_EVALUATED)
+        return Stop(StopReason.FRONT_STALE, {"proposals": self.ctx.options.max_stale})
+
     @staticmethod
     def _distinct(plans: list[Plan], parent: int, module: str, batch: list[str]) -> list[str] | None:
         """`batch`, or when an earlier plan of the round has the same parent, module and minibatch (the
@@ -114,9 +135,12 @@ class Rounds:
         return next((v for v in variants if v and tuple(v) not in taken), None)
 
     def chaining(self) -> bool:
-        """Grow a child on train before racing it when scoring one candidate on val costs as much as
-        CHAIN_FACTOR proposals: on a large val set the budget buys only a few full scorings, so each
-        should go to a child that has already taken every step it can."""
+        """Grow a child on train before racing it (`EngineOptions.chain`). "auto" does it when scoring
+        one candidate on val costs as much as CHAIN_FACTOR proposals: on a large val set the budget buys
+        only a few full scorings, so each should go to a child that has already taken every step it can."""
+        mode = self.ctx.options.chain
+        if mode != "auto":
+            return mode == "always"
         return len(self.ctx.val) >= CHAIN_FACTOR * 2 * self.ctx.options.minibatch
 
     async def chain_round(self, rng: Any) -> Stop | None:
@@ -247,8 +271,13 @@ class Rounds:
             state.stats.discarded += 1
             plan = outcome.plan
             reason = "beat its parent on the minibatch, but the budget left cannot score another child on val"
-            state.add_rejection(plan.parent, plan.module, outcome.text or "", reason)
-            ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(plan.parent), module=plan.module,
+            # A chained step's parent is a pending child that this round superseded and dropped: it has no
+            # rejections to keep any more (a later pending child may reuse its provisional id), and the
+            # log names its pool parent, as for every proposal made from a pending child.
+            if plan.parent >= 0 or any(p.candidate.id == plan.parent for p in state.pending):
+                state.add_rejection(plan.parent, plan.module, outcome.text or "", reason)
+            logged = parent.parents[0] if parent.id < 0 else parent.id
+            ctx.emit(Skipped(iteration=state.iteration, parent=logged, module=plan.module,
                              minibatch=plan.minibatch, scores_before=outcome.parent_scores,
                              reason=f"{reason}: dropped"))
 
@@ -280,6 +309,7 @@ class Rounds:
             return False
         state.stats.proposals += 1
         event = self._proposal_event(outcome)
+        self._count_stale(outcome)
         if outcome.kind == "invalid":
             assert outcome.reason is not None
             if outcome.reason.startswith("repeat"):
@@ -305,6 +335,16 @@ class Rounds:
             self.ctx.emit(event)
             return False
         return True
+
+    def _count_stale(self, outcome: Outcome) -> None:
+        """A proposal that came back with nothing new (a copy of its parent, a repeat) adds to the parent's
+        streak; one that was evaluated ends it. A broken reply (no block, bad Jinja) says nothing about
+        whether the parent can still be improved, so it leaves the streak as it is."""
+        parent = self.ctx.state.candidate(outcome.plan.parent)
+        if outcome.kind == "evaluated":
+            parent.stale = 0
+        elif (outcome.reason or "").startswith(("unchanged", "repeat")):
+            parent.stale += 1
 
     def _make_pending(self, outcome: Outcome, parent: Candidate | None = None) -> None:
         """A child that beat its parent on the minibatch waits for its val race, under a provisional id;

@@ -59,6 +59,8 @@ class Candidate:
     minibatch_after: list[float] = field(default_factory=list)
     metric_calls: int = 0  # calls spent when the candidate was fully scored
     next_module: int = 0  # round-robin pointer of this lineage into the optimizable modules
+    #: Proposals in a row from this candidate that came back with nothing new (see `EngineOptions.max_stale`).
+    stale: int = 0
     val: dict[str, float] = field(default_factory=dict)
     val_outputs: dict[str, str] = field(default_factory=dict)
 

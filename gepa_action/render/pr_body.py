@@ -57,7 +57,7 @@ FULL_RATIONALE = 1500
 MIN_DIFF_CONTENT = 80  # below this a cut diff says only how long it was
 
 # Options of `gepa-tune tune` that decide the run's path, in the order the command shows them.
-_REPRO_FLAGS = ("seed", "budget", "strategy", "minibatch", "parallel", "max_merges")
+_REPRO_FLAGS = ("seed", "budget", "strategy", "minibatch", "parallel", "max_merges", "chain")
 _URL = re.compile(r"https?://[^\s<>()\[\]`\"'\\]+")
 
 
@@ -551,8 +551,8 @@ def _repro_command(report: Report, tasks: Sequence[TaskReport]) -> str:
         value = options.get(key)
         if key == "seed" and value is None:
             value = 0
-        if value is None or isinstance(value, bool):
-            continue
+        if value is None or isinstance(value, bool) or (key == "chain" and value == "auto"):
+            continue  # `auto` is the default: the command of an ordinary run stays short
         words += [f"--{key.replace('_', '-')}", shlex.quote(str(value))]
     return " ".join(words)
 
