@@ -140,7 +140,7 @@ class Engine:
         if state.merges_due > 0 and len(state.merge_pairs_tried) < self.options.max_merges:
             done = await merge_round(self.ctx, rng)
         if not done:
-            stop = await (self.rounds.chain_round(rng) if self.rounds.chaining() else self.rounds.proposal_round(rng))
+            stop = await self.rounds.round(rng)
             if stop is not None:
                 self._finish(stop)
         self._count_idle(state.metric_calls > calls_before, state.stats.proposals > proposals_before)

@@ -91,11 +91,14 @@ class Pending:
     candidate: Candidate
     records: list[TraceRecord]
     event: dict[str, Any]
+    #: A chained step from it did not beat it (see `rounds.Rounds.chain_round`): it is raced in the next
+    #: round, beside a new proposal from it, rather than alone at the end of this one.
+    race_next: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Pending:
         return cls(Candidate.from_json(data["candidate"]), [TraceRecord.from_json(r) for r in data["records"]],
-                   data["event"])
+                   data["event"], bool(data.get("race_next", False)))
 
 
 @dataclass
