@@ -58,7 +58,7 @@ class ProposalEvent(Event):
     scores_after: list[float] | None = None
     child: int | None = None
     template: str | None = None
-    chained: bool | None = None  # made from a child not yet in the pool (large val sets: chained on train)
+    chained: bool | None = None  # made from a child not yet in the pool (chained on train, see --chain)
 
 
 @dataclass

@@ -46,9 +46,10 @@ class EngineOptions:
     #: a chain of dependent calls, and this overlaps the longest two links. False waits for the race.
     lookahead: bool = True
     #: When a child that beat its parent on the minibatch is first taken further on train, and only the
-    #: tip of such a chain is scored on val (see `rounds.Rounds.chaining`): "auto" on a large val set,
-    #: where one val scoring costs many proposals; "always" spends fewer calls on val everywhere (more
-    #: steps for the same budget, a longer wall time: the steps wait for each other); "never".
+    #: tip of such a chain is scored on val (see `rounds.Rounds.chaining`): "auto" when one val scoring
+    #: costs a step or more; "always" on a val set of any size; "never" races every child that beat its
+    #: parent (more val calls, fewer steps for the same budget, a shorter wall time: the races fill the
+    #: task slots while the reflection model thinks).
     chain: str = "auto"
     #: A candidate whose last `max_stale` proposals came back with nothing new (its own template, or a
     #: text already rejected or in the pool), each on other train instances and after the repair turn,

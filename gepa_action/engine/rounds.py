@@ -2,9 +2,9 @@
 beat their parent on val (overlapped with the next proposal: lookahead), and settle every outcome into
 the pool, the rejections or the children still waiting for their race. A round with no child to race
 makes a spare proposal, and the last steps of a budget are made side by side (`SPARE_PROPOSALS`,
-`END_SPARE_PROPOSALS`). On a large val set a round chains steps on train instead (see `chaining`). The
-loop (`loop.Engine`) decides when a round runs and when the run stops; this module decides what a round
-does.
+`END_SPARE_PROPOSALS`). When a val scoring costs a step or more, a round chains steps on train instead
+(see `chaining`). The loop (`loop.Engine`) decides when a round runs and when the run stops; this module
+decides what a round does.
 """
 
 from __future__ import annotations
@@ -156,9 +156,9 @@ class Rounds:
         return len(self.ctx.val) >= CHAIN_FACTOR * 2 * self.ctx.options.minibatch
 
     async def chain_round(self, rng: Any) -> Stop | None:
-        """A round on a large val set: propose from each pending child first; a child whose proposal
-        beat it on the minibatch is superseded by that proposal (never scored on val), the others are
-        raced now. Returns why the run must stop, or None."""
+        """A chained round: propose from each pending child first; a child whose proposal beat it on the
+        minibatch is superseded by that proposal (never scored on val), the others are due for their race
+        in the next round (`race_next`). Returns why the run must stop, or None."""
         state = self.ctx.state
         pending = list(state.pending)
         plans, stop = self._plan(rng, chain=True)

@@ -22,7 +22,7 @@ class RunStats:
     raced_out: int = 0  # accepted on the minibatch, stopped part-way through val
     val_stopped_at: dict[str, int] = field(default_factory=dict)  # val instances scored -> children stopped there
     val_calls_saved: int = 0  # val calls that stopping children early did not spend
-    chained: int = 0  # pending children superseded by their own child before any val (large val sets)
+    chained: int = 0  # pending children superseded by their own child before any val (see --chain)
     discarded: int = 0  # made from a pending child then stopped on val, or beyond what the budget can race
     idle_streak: int = 0
     invalid_streak: int = 0
