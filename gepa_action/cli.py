@@ -254,8 +254,9 @@ def eval_command(obj: Context, tasks: tuple[str, ...], split: str, as_json: bool
 @click.option("--lookahead/--no-lookahead", default=ENGINE.lookahead, show_default=True,
               help="Propose from a child while it is being scored on val (overlaps the two; shorter wall time).")
 @click.option("--chain", type=click.Choice(CHAIN_MODES), default=ENGINE.chain, show_default=True,
-              help="Take a child that beat its parent further on train before scoring it on val: auto (on a large "
-                   "val set), always (fewer val calls, more steps per budget, longer wall time), never.")
+              help="Take a child that beat its parent further on train before scoring it on val: auto (when val "
+                   "holds 2 minibatches or more), always (fewer val calls, more steps per budget, longer wall time), "
+                   "never.")
 @click.option("--estimate", is_flag=True,
               help="Print what the run may call and cost (a range per task), call no model, and exit.")
 @click.option("--resume", "resume", metavar="RUN_ID", help="Continue an interrupted run (options come from it).")

@@ -5,9 +5,9 @@ round, then score seed and best on the test split.
 What a round does lives next door: `rounds` (plan proposals within the budget, race the children that
 beat their parent on val, overlapped with the next proposal, and settle every outcome), `proposal` (one
 reflective proposal and its repair turn), `evaluation` (the val race), `merge` (a merge round),
-`sampling` (minibatches), `slots` (which call goes first). With `parallel=1`, racing and lookahead
-off, chaining off (`chain="never"`) and no spare proposals (`rounds.SPARE_PROPOSALS = 0`), a round is the algorithm of
-the GEPA paper. Outcomes are applied in proposal order, so a run is the same however
+`sampling` (minibatches), `slots` (which call goes first). With `parallel=1`, racing, lookahead and
+chaining off (`chain="never"`) and no spare proposals (`rounds.SPARE_PROPOSALS = 0`), a round is the
+algorithm of the GEPA paper. Outcomes are applied in proposal order, so a run is the same however
 the answers interleave, and everything a round decides is in the checkpoint (RNG and the children
 still waiting for their race included), so a resumed run ends identical to an uninterrupted one.
 
