@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from fakes import rule_task
-from fakes.actions_runner import read_outputs, runner_env
+from fakes.actions_runner import read_outputs, run_step
 from fakes.git_repos import ENV, commit_on, git, make_origin
 from fakes.github_server import FakeGitHub
 from fakes.openai_server import FakeOpenAI
 
 from gepa_action import action as action_module
-from gepa_action.cli import main
 from gepa_action.gitops import TRAILER
 
 REPO = "octo/prompts"
@@ -39,10 +38,8 @@ class World:
     server: FakeOpenAI
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        base_env = runner_env(self.tmp, repository=REPO, token=TOKEN, api_url=self.github.url, run_id="42",
-                              **{"GEPA_TUNE_API_KEY": "", **(env or {})})
-        return CliRunner().invoke(main, ["-C", str(self.clone), "action", *args], env=base_env,
-                                  catch_exceptions=False)
+        return run_step(self.tmp, self.clone, "action", *args, repository=REPO, token=TOKEN,
+                        api_url=self.github.url, run_id="42", **{"GEPA_TUNE_API_KEY": "", **(env or {})})
 
     @staticmethod
     def shown(result: Result) -> str:

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import Result
 from fakes import matrix_workspace
-from fakes.actions_runner import read_outputs, runner_env
+from fakes.actions_runner import read_outputs, run_step
 from fakes.git_repos import ENV, commit_on, git, make_origin
 from fakes.github_server import FakeGitHub
 from fakes.openai_server import FakeOpenAI
-
-from gepa_action.cli import main
 
 REPO = "octo/prompts"
 TOKEN = "ghs_fake_workflow_token_456"
@@ -86,10 +84,8 @@ class World:
     github: FakeGitHub
 
     def run(self, *args: str) -> Result:
-        env = runner_env(self.tmp, repository=REPO, token=TOKEN, api_url=self.github.url, run_id="7",
-                         GEPA_TUNE_API_KEY="")
-        return CliRunner().invoke(main, ["-C", str(self.clone), "action", "--branch", BRANCH, *args], env=env,
-                                  catch_exceptions=False)
+        return run_step(self.tmp, self.clone, "action", "--branch", BRANCH, *args, repository=REPO, token=TOKEN,
+                        api_url=self.github.url, run_id="7", GEPA_TUNE_API_KEY="")
 
     @property
     def summary_file(self) -> Path:

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from fakes.actions_runner import read_outputs, runner_env
+from click.testing import Result
+from fakes.actions_runner import read_outputs, run_step
 from fakes.git_repos import ENV, make_origin
 from fakes.github_server import FakeGitHub
 from fakes.openai_server import FakeOpenAI
 from fakes.workspace_factory import GEPA_YAML, KEYWORD_LABELS, LABELLED_ROWS, jsonl
 
 from gepa_action import baseline
-from gepa_action.cli import main
 from gepa_action.config import WatchConfig
 from gepa_action.workspace import load_workspace
 
@@ -49,9 +48,8 @@ class World:
     server: FakeOpenAI
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        base_env = runner_env(self.tmp, repository=REPO, token=TOKEN, api_url=self.github.url, run_id="77",
-                              **{"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": self.server.url, **(env or {})})
-        return CliRunner().invoke(main, ["-C", str(self.clone), *args], env=base_env, catch_exceptions=False)
+        return run_step(self.tmp, self.clone, *args, repository=REPO, token=TOKEN, api_url=self.github.url,
+                        run_id="77", **{"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": self.server.url, **(env or {})})
 
     def watch(self, *args: str, env: dict[str, str] | None = None) -> Result:
         return self.cli("watch", "--issue", *args, env=env)

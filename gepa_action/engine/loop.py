@@ -183,8 +183,7 @@ class Engine:
         if self.state.finished or self.state.pending:
             return
         if stats.invalid_streak >= self.options.max_invalid_rounds:
-            evaluated = stats.accepted + stats.rejected_not_better + stats.raced_out
-            self._finish(Stop(StopReason.INVALID_STREAK, {"rounds": stats.invalid_streak}) if evaluated else
+            self._finish(Stop(StopReason.INVALID_STREAK, {"rounds": stats.invalid_streak}) if stats.evaluated else
                          Stop(StopReason.NOTHING_EVALUATED))
         elif stats.idle_streak >= max(perfect_limit, self.options.max_invalid_rounds + 1):
             self._finish(Stop(StopReason.IDLE_STREAK, {"rounds": stats.idle_streak}))

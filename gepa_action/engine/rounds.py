@@ -41,6 +41,12 @@ END_SPARE_PROPOSALS = 3
 CHAIN_FACTOR = 1
 
 
+def pool_id(candidate: Candidate) -> int:
+    """The pool id a log entry names for `candidate`: its own, or for a child still waiting for its race
+    (a provisional, negative id) its pool parent's."""
+    return candidate.parents[0] if candidate.id < 0 else candidate.id
+
+
 class Rounds:
     """Runs proposal rounds for one task (its context, its proposer, its parent selection)."""
 
@@ -83,7 +89,7 @@ class Rounds:
             batch = next_minibatch(ctx, rng, parent.id)
             if not batch:
                 state.stats.skipped_perfect += 1
-                self.ctx.emit(Skipped(iteration=state.iteration, parent=self._logged_parent(parent.id), module=module,
+                self.ctx.emit(Skipped(iteration=state.iteration, parent=pool_id(parent), module=module,
                                   reason="the parent is known to solve every train instance"))
                 continue
             memo = state.train_memo.get(str(parent.id), {})
@@ -125,8 +131,7 @@ class Rounds:
     def _stale_stop(self) -> Stop:
         """Why the run ends when every front member is stale: that, unless no proposal of the run was
         ever evaluated (then the clearer "every proposal was rejected", which fails the run)."""
-        stats = self.ctx.state.stats
-        if stats.accepted + stats.rejected_not_better + stats.raced_out == 0:
+        if self.ctx.state.stats.evaluated == 0:
             return Stop(StopReason.NOTHING_EVALUATED)
         return Stop(StopReason.FRONT_STALE, {"proposals": self.ctx.options.max_stale})
 
@@ -284,15 +289,14 @@ class Rounds:
             # log names its pool parent, as for every proposal made from a pending child.
             if plan.parent >= 0 or any(p.candidate.id == plan.parent for p in state.pending):
                 state.add_rejection(plan.parent, plan.module, outcome.text or "", reason)
-            logged = parent.parents[0] if parent.id < 0 else parent.id
-            ctx.emit(Skipped(iteration=state.iteration, parent=logged, module=plan.module,
+            ctx.emit(Skipped(iteration=state.iteration, parent=pool_id(parent), module=plan.module,
                              minibatch=plan.minibatch, scores_before=outcome.parent_scores,
                              reason=f"{reason}: dropped"))
 
     def _proposal_event(self, outcome: Outcome, parent: Candidate | None = None) -> ProposalEvent:
         """The proposal's log entry; `parent` when it is no longer reachable by id (a superseded child)."""
         plan = outcome.plan
-        logged = (parent.parents[0] if parent.id < 0 else parent.id) if parent else self._logged_parent(plan.parent)
+        logged = pool_id(parent) if parent else self._logged_parent(plan.parent)
         return ProposalEvent(
             iteration=self.ctx.state.iteration, parent=logged,
             chained=True if plan.parent < 0 else None, module=plan.module, minibatch=plan.minibatch,
@@ -304,7 +308,7 @@ class Rounds:
     def _logged_parent(self, cid: int) -> int:
         """The pool id a log entry names: a child still waiting for its race (chained on train) has none
         yet, so its proposals name its own pool parent and say `chained`."""
-        return self.ctx.state.candidate(cid).parents[0] if cid < 0 else cid
+        return pool_id(self.ctx.state.candidate(cid))
 
     def _settle(self, outcome: Outcome) -> bool:
         """Record a proposal that ends here (skipped, invalid, not better); True when it goes on to val."""

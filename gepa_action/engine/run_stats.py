@@ -27,6 +27,11 @@ class RunStats:
     idle_streak: int = 0
     invalid_streak: int = 0
 
+    @property
+    def evaluated(self) -> int:
+        """Proposals whose child was run on its minibatch (whatever came of it)."""
+        return self.accepted + self.rejected_not_better + self.raced_out
+
     def count_invalid(self, reason: str) -> None:
         kind = reason.split(":", 1)[0]
         self.rejected_invalid[kind] = self.rejected_invalid.get(kind, 0) + 1

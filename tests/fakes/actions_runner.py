@@ -7,6 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from click.testing import CliRunner, Result
+
+from gepa_action.cli import main
+
 OUTPUT_FILE = "github_output"
 SUMMARY_FILE = "step_summary"
 _OUTPUT = re.compile(r"^([\w-]+)<<(\S+)\n(.*?)\n\2$", re.M | re.S)
@@ -20,6 +24,13 @@ def runner_env(folder: Path, *, repository: str, token: str, api_url: str, run_i
     return {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": repository, "GITHUB_TOKEN": token,
             "GITHUB_API_URL": api_url, "GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": run_id,
             "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary), **extra}
+
+
+def run_step(folder: Path, clone: Path, *args: str, repository: str, token: str, api_url: str, run_id: str,
+             **extra: str) -> Result:
+    """`gepa-tune -C clone ARGS` in process, as a runner step whose output and summary files are in `folder`."""
+    env = runner_env(folder, repository=repository, token=token, api_url=api_url, run_id=run_id, **extra)
+    return CliRunner().invoke(main, ["-C", str(clone), *args], env=env, catch_exceptions=False)
 
 
 def read_outputs(folder: Path) -> dict[str, str]:
