@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -447,3 +449,23 @@ def test_a_killed_run_resumes_and_pays_again_only_for_answers_it_never_received(
     assert task["status"] == "finished" and task["usage"]["metric_calls"] <= 150
     again = len(sent) - len(set(sent))
     assert again <= 4, f"{again} requests were paid for twice (at most the 4 in flight at the kill may be)"
+
+
+def test_the_pr_bodys_reproduce_command_reruns_the_same_search(tmp_path: Path, sim: FakeOpenAI) -> None:
+    """A run with every path-deciding option away from its default: the command in the PR body's footer,
+    run again, records the same options and finds the same winner (a flag left out would change both)."""
+    from fakes.report_factory import report_from_json
+
+    from gepa_action.render.pr_body import render_pr_body
+
+    rule_task.write_workspace(tmp_path, sim.url, budget=150)
+    flags = ("--seed", "4", "--strategy", "best", "--minibatch", "2", "--parallel", "2", "--max-merges", "0",
+             "--no-race", "--no-lookahead", "--chain", "always", "--max-minutes", "30")
+    first = report_of(tune(tmp_path, "--json", *flags))
+    text = render_pr_body(report_from_json(first), applied=("route",), threshold="any gain").text
+    (command,) = re.findall(r"```sh\n(gepa-tune tune .*)\n```", text)
+    words = shlex.split(command)
+    assert words[:3] == ["gepa-tune", "tune", "route"] and sorted(words[3:]) == sorted(flags)
+    second = report_of(tune(tmp_path, "--json", *words[2:]))
+    assert second["options"] == first["options"]
+    assert second["tasks"][0]["best"] == first["tasks"][0]["best"]

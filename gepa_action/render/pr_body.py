@@ -57,7 +57,9 @@ FULL_RATIONALE = 1500
 MIN_DIFF_CONTENT = 80  # below this a cut diff says only how long it was
 
 # Options of `gepa-tune tune` that decide the run's path, in the order the command shows them.
-_REPRO_FLAGS = ("seed", "budget", "strategy", "minibatch", "parallel", "max_merges", "chain")
+_REPRO_FLAGS = ("seed", "budget", "max_minutes", "strategy", "minibatch", "parallel", "max_merges", "chain")
+#: The on/off options that decide it too: the flag the command shows when the run's value was not the default.
+_REPRO_SWITCHES = (("race", False, "--no-race"), ("lookahead", False, "--no-lookahead"), ("local", True, "--local"))
 _URL = re.compile(r"https?://[^\s<>()\[\]`\"'\\]+")
 
 
@@ -553,7 +555,9 @@ def _repro_command(report: Report, tasks: Sequence[TaskReport]) -> str:
             value = 0
         if value is None or isinstance(value, bool) or (key == "chain" and value == "auto"):
             continue  # `auto` is the default: the command of an ordinary run stays short
-        words += [f"--{key.replace('_', '-')}", shlex.quote(str(value))]
+        shown = f"{value:g}" if isinstance(value, float) else str(value)  # --max-minutes 30, not 30.0
+        words += [f"--{key.replace('_', '-')}", shlex.quote(shown)]
+    words += [flag for key, value, flag in _REPRO_SWITCHES if options.get(key) is value]
     return " ".join(words)
 
 
