@@ -60,8 +60,11 @@ def utc_now() -> str:
 
 
 def new_run_id() -> str:
-    """Sortable by start time, unique enough for one repository: 20261125-101500-3f2a."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    """Sortable by start time to the millisecond, so "latest" is the last run started even when two
+    started in the same second: 20261125-101500-3f2a is 10:15:00, millisecond 0x3f2 (1010), then one
+    random hex digit (two runs in the same millisecond: `RunDir.create` draws again on a collision)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03x}{secrets.randbelow(16):x}"
 
 
 class RunWriteError(RunError):
@@ -130,7 +133,7 @@ class RunDir:
                 try:
                     run.path.mkdir()
                     break
-                except FileExistsError:  # two runs started in the same second drew the same suffix
+                except FileExistsError:  # two runs started in the same millisecond drew the same digit
                     continue
         except OSError as exc:
             raise InputError(str(runs), f"cannot create the run folder: {exc.strerror or exc}",

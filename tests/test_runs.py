@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,13 @@ def events_of(run: RunDir) -> list[dict]:
 # -- run ids and finding a run -------------------------------------------------------------------------------
 
 
-def test_a_run_id_is_its_start_time_and_a_random_part() -> None:
+def test_a_run_id_is_its_start_time_to_the_millisecond_and_a_random_digit() -> None:
     run_id = new_run_id()
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", run_id), run_id
-    assert len({new_run_id() for _ in range(50)}) > 40, "the random part tells apart runs of one second"
+    ids = [new_run_id() for _ in range(200)]
+    assert all(int(i[16:19], 16) < 1000 for i in ids)
+    assert [i[:19] for i in ids] == sorted(i[:19] for i in ids), "ids drawn later sort later"
+    assert len({i[19] for i in ids}) > 8, "the last digit is random (RunDir.create draws again on a collision)"
 
 
 def test_create_writes_the_record_and_locks_the_folder(tmp_path: Path) -> None:
@@ -337,3 +341,17 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path
         runs.write_json(target, {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_latest_is_the_last_run_started_even_within_one_second(tmp_path: Path) -> None:
+    """Runs started back to back (a script, a retry) share their second: "latest" must still be the last
+    one, not whichever drew the larger random suffix."""
+    started = []
+    for _ in range(12):
+        run = make_run(tmp_path)
+        run.unlock()
+        started.append(run.run_id)
+        time.sleep(0.002)
+    assert len({r[:15] for r in started}) <= 2  # the point of the test: most of them in one second
+    assert sorted(started) == started
+    assert RunDir.open(tmp_path, "latest").run_id == started[-1]
