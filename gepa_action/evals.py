@@ -131,6 +131,32 @@ def _non_finite(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def _lone_surrogate(value: Any, depth: int = 0) -> bool:
+    """Whether a text in `value` (a key or a string) holds half of a UTF-16 pair, such as JSON's "\\ud800"
+    alone: valid JSON, but no character, so the file's hash, the prompt and the report cannot encode it."""
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if depth > 200:
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k, depth + 1) or _lone_surrogate(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v, depth + 1) for v in value)
+    return False
+
+
+def _check_values(instance: Instance, file: str, line: int | None) -> None:
+    """Refuse what the JSON or YAML parser accepts but nothing after it can handle, naming the line."""
+    values = (instance.inputs, instance.expected, instance.notes, instance.id)
+    if any(_non_finite(v) for v in values):
+        raise InputError(file, f"instance '{instance.id}': a number is NaN or infinite", line=line,
+                         hint="write a plain finite number, or quote it as text")
+    if any(_lone_surrogate(v) for v in values):
+        raise InputError(file, f"instance {instance.id!r}: a text holds a lone surrogate (an escape such as "
+                               "\\ud800 without its pair), which is no character", line=line,
+                         hint="write the character itself, or both halves of a pair, such as \\ud83d\\ude00")
+
+
 def _read_jsonl(root: Path, path: Path, file: str) -> list[Instance]:
     raw = read_bytes_inside(root, path, file, what="eval set file", max_bytes=MAX_EVAL_BYTES,
                             missing_hint="create it or fix 'eval.path' in gepa.yaml")
@@ -156,9 +182,7 @@ def _read_jsonl(root: Path, path: Path, file: str) -> list[Instance]:
             raise InputError(file, f"invalid JSON: {problem}", line=number,
                              hint="write plain finite numbers (or quote the value as text)") from None
         instance = _instance_from(data, file, number, "each line")
-        if _non_finite(instance.expected) or _non_finite(instance.inputs):
-            raise InputError(file, f"instance '{instance.id}': a number is infinite (it overflows a float)",
-                             line=number, hint="write a plain finite number, or quote it as text")
+        _check_values(instance, file, number)
         out.append(instance)
     return out
 
@@ -180,9 +204,7 @@ def _read_yaml(root: Path, path: Path, file: str) -> list[Instance]:
     out = []
     for i, item in enumerate(items):
         instance = _instance_from(item, file, doc.line((*prefix, i)), "each instance")
-        if _non_finite(instance.expected) or _non_finite(instance.inputs):
-            raise InputError(file, f"instance '{instance.id}': a number is NaN or infinite", line=instance.line,
-                             hint="write a plain finite number, or quote it as text")
+        _check_values(instance, file, instance.line)
         out.append(instance)
     return out
 

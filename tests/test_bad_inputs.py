@@ -259,6 +259,13 @@ CASES = [
     Case("yaml-eval-nan", config=YAML_EVAL,
          files={"evals/set.yaml": "- id: a\n  inputs: {text: x}\n  expected: .nan\n"},
          must=("evals/set.yaml:1", "NaN")),
+    Case("json-lone-surrogate", files=evals(jsonl(INSTANCES) + '{"id": "r9", "inputs": {"text": "x \\ud800"}}\n'),
+         must=("evals/set.jsonl:5", "lone surrogate", "r9")),
+    Case("json-lone-surrogate-key", files=evals('{"id": "r1", "inputs": {"\\udfff": "x"}, "expected": "bug"}\n'),
+         must=("evals/set.jsonl:1", "lone surrogate")),
+    Case("yaml-eval-lone-surrogate", config=YAML_EVAL,
+         files={"evals/set.yaml": "- id: a\n  inputs: {text: x}\n- id: b\n  inputs: {text: \"y \\ud800\"}\n"},
+         must=("evals/set.yaml:3", "lone surrogate")),
     Case("yaml-eval-nul", config=YAML_EVAL, files={"evals/set.yaml": "- id: a\n  \x00\n"},
          must=("evals/set.yaml:2", "#x0000")),
     # ---- gepa.lock
