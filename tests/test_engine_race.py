@@ -119,10 +119,11 @@ def test_a_pending_child_survives_a_checkpoint_round_trip() -> None:
     state.candidates.append(Candidate(0, {"m": "seed"}, [], "seed", val={"v": 0.0}))
     child = Candidate(-1, {"m": "child"}, [0], "reflection", module="m", minibatch_ids=["a"])
     record = TraceRecord(1.0, "correct", "x", ["x"])
-    state.pending.append(Pending(child, [record], {"event": "proposal", "parent": 0}))
+    state.pending.append(Pending(child, [record], {"event": "proposal", "parent": 0}, race_next=True, failed_steps=2))
     state.stop = Stop(StopReason.CALL_BUDGET, {"need": 46, "left": 24, "limit": 300})
     again = EngineState.from_json(json.loads(json.dumps(state.to_json())))
     assert again.candidate(-1).texts == {"m": "child"} and again.pending[0].records == [record]
+    assert again.pending[0].race_next and again.pending[0].failed_steps == 2
     assert again.stop == state.stop
     assert again.stop_reason == "metric-call budget: the next step needs 46 calls, 24 of 300 are left"
 
@@ -287,3 +288,42 @@ def test_a_chained_tip_the_budget_cannot_race_is_logged_under_its_pool_parent() 
     (skip,) = emitted
     assert skip.parent == 0 and "cannot score another child on val" in skip.reason
     assert state.rejected == {} and state.pending == [] and state.stats.discarded == 1
+
+
+def patience_of(val: int, minibatch: int) -> int:
+    """`Rounds.patience` for a task with `val` val instances and `minibatch`."""
+    from types import SimpleNamespace
+
+    from gepa_action.engine.rounds import Rounds
+
+    ctx = SimpleNamespace(val=[f"v{i}" for i in range(val)], options=SimpleNamespace(minibatch=minibatch))
+    return Rounds(ctx, proposer=None, select=select_pareto).patience()  # type: ignore[arg-type]
+
+
+def test_a_tip_is_raced_after_one_failed_step_where_a_race_is_cheap_and_after_more_where_it_is_dear() -> None:
+    assert patience_of(val=40, minibatch=10) == 1  # a race costs two steps
+    assert patience_of(val=79, minibatch=10) == 1
+    assert patience_of(val=100, minibatch=10) == 2  # two failed steps cost half a race
+    assert patience_of(val=520, minibatch=10) == 3  # capped: a tip that failed three times is stuck
+    assert patience_of(val=64, minibatch=2) == 3
+
+
+def test_on_a_large_val_set_a_tip_gets_more_tries_before_its_race(tmp_path: Path, sim: FakeOpenAI) -> None:
+    """Val ~62 against steps of 4 calls: a chained tip whose step failed stays on train for another step
+    (its checkpoint says so) instead of being raced at once; every pool member is still scored on all of
+    val, within the budget."""
+    from gepa_action.tune import TuneOptions, run_tune
+    from gepa_action.workspace import find_config, load_workspace
+
+    rule_task.write_workspace(tmp_path, sim.url, budget=400, per_rule=16)
+    kept: list[int] = []  # failed steps of tips still kept on train, at each checkpoint
+
+    def watch(name: str, state: Any, budget: Any) -> None:
+        kept.extend(p.failed_steps for p in state.pending if not p.race_next)
+
+    workspace = load_workspace(find_config(tmp_path))
+    result = run_tune(workspace, workspace.tasks, TuneOptions(seed=1, minibatch=2), progress=watch)
+    task = result.report.tasks[0]
+    assert max(kept) == 2, "a tip that failed twice was kept on train; none past the patience of 3"
+    assert all(c.val_instances == task.split_sizes["val"] for c in task.candidates)
+    assert task.usage.metric_calls <= 400

@@ -94,11 +94,13 @@ class Pending:
     #: A chained step from it did not beat it (see `rounds.Rounds.chain_round`): it is raced in the next
     #: round, beside a new proposal from it, rather than alone at the end of this one.
     race_next: bool = False
+    #: Chained steps from it in a row that did not beat it (see `rounds.Rounds.patience`).
+    failed_steps: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Pending:
         return cls(Candidate.from_json(data["candidate"]), [TraceRecord.from_json(r) for r in data["records"]],
-                   data["event"], bool(data.get("race_next", False)))
+                   data["event"], bool(data.get("race_next", False)), int(data.get("failed_steps", 0)))
 
 
 @dataclass
