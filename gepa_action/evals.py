@@ -149,7 +149,8 @@ def _check_values(instance: Instance, file: str, line: int | None) -> None:
     """Refuse what the JSON or YAML parser accepts but nothing after it can handle, naming the line."""
     values = (instance.inputs, instance.expected, instance.notes, instance.id)
     if any(_non_finite(v) for v in values):
-        raise InputError(file, f"instance '{instance.id}': a number is NaN or infinite", line=line,
+        raise InputError(file, f"instance '{instance.id}': a number is NaN or infinite (or too large for a float)",
+                         line=line,
                          hint="write a plain finite number, or quote it as text")
     if any(_lone_surrogate(v) for v in values):
         raise InputError(file, f"instance {instance.id!r}: a text holds a lone surrogate (an escape such as "

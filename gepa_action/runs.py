@@ -61,7 +61,7 @@ def utc_now() -> str:
 
 def new_run_id() -> str:
     """Sortable by start time to the millisecond, so "latest" is the last run started even when two
-    started in the same second: 20261125-101500-3f2a is 10:15:00, millisecond 0x3f2 (1010), then one
+    started in the same second: 20261125-101500-1f4a is 10:15:00, millisecond 0x1f4 (500), then one
     random hex digit (two runs in the same millisecond: `RunDir.create` draws again on a collision)."""
     now = dt.datetime.now(dt.timezone.utc)
     return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03x}{secrets.randbelow(16):x}"
