@@ -352,6 +352,6 @@ def test_latest_is_the_last_run_started_even_within_one_second(tmp_path: Path) -
         run.unlock()
         started.append(run.run_id)
         time.sleep(0.002)
-    assert len({r[:15] for r in started}) <= 2  # the point of the test: most of them in one second
+    assert len({r[:15] for r in started}) < len(started)  # the point of the test: some share their second
     assert sorted(started) == started
     assert RunDir.open(tmp_path, "latest").run_id == started[-1]
