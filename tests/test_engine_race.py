@@ -265,8 +265,9 @@ def test_a_stale_front_member_is_skipped_not_replaced_by_what_it_dominates() -> 
 def test_a_chained_tip_the_budget_cannot_race_is_logged_under_its_pool_parent() -> None:
     """End of a chained round: the pending child a step was made from is superseded (no longer pending)
     and its own child beat it, but the budget left cannot score that child on val. The drop is logged
-    under the pool parent, and no rejection is filed under the provisional id, which the next pending
-    child reuses. (This round used to end in "coroutine raised StopIteration".)"""
+    under the pool parent, and once the round drops the superseded child (as `chain_round` does after
+    queueing), nothing is left under its provisional id. (This round used to end in "coroutine raised
+    StopIteration".)"""
     from types import SimpleNamespace
 
     from gepa_action.engine.proposal import Outcome, Plan
@@ -285,6 +286,7 @@ def test_a_chained_tip_the_budget_cannot_race_is_logged_under_its_pool_parent() 
                       text="step two", child_records=[record])
     rounds = Rounds(ctx, proposer=None, select=select_pareto)  # type: ignore[arg-type]
     rounds._queue_for_race([(outcome, superseded)])
+    rounds._drop_provisional(superseded.id)
     (skip,) = emitted
     assert skip.parent == 0 and "cannot score another child on val" in skip.reason
     assert state.rejected == {} and state.pending == [] and state.stats.discarded == 1
@@ -327,3 +329,27 @@ def test_on_a_large_val_set_a_tip_gets_more_tries_before_its_race(tmp_path: Path
     assert max(kept) == 2, "a tip that failed twice was kept on train; none past the patience of 3"
     assert all(c.val_instances == task.split_sizes["val"] for c in task.candidates)
     assert task.usage.metric_calls <= 400
+
+
+def test_a_provisional_id_names_one_child_for_the_whole_run(tmp_path: Path, sim: FakeOpenAI) -> None:
+    """Chained runs supersede and drop children waiting for val: a later child never gets a dropped one's
+    provisional id (what was kept under it could be taken for the new child's), and a resumed
+    checkpoint goes on counting."""
+    from gepa_action.tune import TuneOptions, run_tune
+    from gepa_action.workspace import find_config, load_workspace
+
+    rule_task.write_workspace(tmp_path, sim.url, budget=400, per_rule=16)
+    texts: dict[int, set[str]] = {}
+
+    def watch(name: str, state: Any, budget: Any) -> None:
+        for p in state.pending:
+            texts.setdefault(p.candidate.id, set()).add(json.dumps(p.candidate.texts, sort_keys=True))
+
+    workspace = load_workspace(find_config(tmp_path))
+    run_tune(workspace, workspace.tasks, TuneOptions(seed=1, minibatch=2), progress=watch)
+    assert len(texts) >= 4 and all(len(seen) == 1 for seen in texts.values()), texts.keys()
+    state = EngineState.new("t", 0)
+    state.pending.append(Pending(Candidate(-3, {"m": "x"}, [0], "reflection"), [], {}))
+    old = state.to_json()
+    old.pop("provisional_ids")  # a checkpoint from before the counter
+    assert EngineState.from_json(json.loads(json.dumps(old))).new_provisional_id() == -4

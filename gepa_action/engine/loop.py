@@ -224,7 +224,8 @@ class Engine:
             reason = f"the budget is {limit} metric calls"
         if reason is not None:
             raise BudgetTooSmall(self.task.name, len(ctx.val), self.minimum_budget(), reason)
-        seed = Candidate(id=-1, texts=self.task.seed_candidate(), parents=[], origin="seed")
+        seed = Candidate(id=self.state.new_provisional_id(), texts=self.task.seed_candidate(), parents=[],
+                         origin="seed")
         self.state.pending.append(Pending(seed, [], {}))
         self.checkpoint()
 

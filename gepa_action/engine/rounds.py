@@ -187,7 +187,6 @@ class Rounds:
                 self.ctx.emit(Logged({**p.event, "accepted": False,
                                  "reason": "superseded: its own child beat it on the minibatch before it was "
                                            "scored on val (steps are chained on train, see --chain)"}))
-                self._drop_provisional(p.candidate.id)
         # The others (their step did not beat them, or there was none) are raced in the next round, which
         # overlaps the race with a new proposal from them (`proposal_round`, lookahead), unless they may
         # still take another step (`patience`).
@@ -198,6 +197,8 @@ class Rounds:
             p.failed_steps += p.candidate.id in stepped
             p.race_next = p.candidate.id not in stepped or p.failed_steps >= patience
         self._queue_for_race(tips)
+        for provisional in superseded:  # after the queue: what it filed under a superseded child goes too
+            self._drop_provisional(provisional)
         return None if pending or seeds or state.pending else stop
 
     def patience(self) -> int:
@@ -305,11 +306,8 @@ class Rounds:
             state.stats.discarded += 1
             plan = outcome.plan
             reason = "beat its parent on the minibatch, but the budget left cannot score another child on val"
-            # A chained step's parent is a pending child that this round superseded and dropped: it has no
-            # rejections to keep any more (a later pending child may reuse its provisional id), and the
-            # log names its pool parent, as for every proposal made from a pending child.
-            if plan.parent >= 0 or any(p.candidate.id == plan.parent for p in state.pending):
-                state.add_rejection(plan.parent, plan.module, outcome.text or "", reason)
+            # The log names the pool parent, as for every proposal made from a pending child.
+            state.add_rejection(plan.parent, plan.module, outcome.text or "", reason)
             ctx.emit(Skipped(iteration=state.iteration, parent=pool_id(parent), module=plan.module,
                              minibatch=plan.minibatch, scores_before=outcome.parent_scores,
                              reason=f"{reason}: dropped"))
@@ -391,7 +389,7 @@ class Rounds:
         if parent.id < 0:
             rationale = f"{parent.rationale}\n\nThen, one step further on train: {rationale}".strip()
         child = Candidate(
-            id=min((p.candidate.id for p in state.pending), default=0) - 1,  # a fresh provisional id
+            id=state.new_provisional_id(),
             texts={**parent.texts, plan.module: outcome.text},
             parents=list(parent.parents) if parent.id < 0 else [parent.id], origin="reflection", module=plan.module,
             iteration=state.iteration, rationale=rationale, minibatch_ids=list(plan.minibatch),

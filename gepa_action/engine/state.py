@@ -126,6 +126,8 @@ class EngineState:
     merge_pairs_tried: list[list[int]] = field(default_factory=list)  # one entry per merge tried
     stats: RunStats = field(default_factory=RunStats)
     pending: list[Pending] = field(default_factory=list)  # children waiting for their val race
+    #: Provisional ids handed out so far (see `new_provisional_id`).
+    provisional_ids: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # {metric_calls, best_val}
     errors: list[str] = field(default_factory=list)
     finished: bool = False
@@ -156,6 +158,13 @@ class EngineState:
         self.rng = [version, list(internal), gauss]
 
     # -- the pool ----------------------------------------------------------------------------------------
+
+    def new_provisional_id(self) -> int:
+        """A negative id for a child (or the seed) waiting for its val race, never handed out before in
+        this run: what is kept under a dropped child's id (its memo, its rejections) can then never be
+        taken for a later child's."""
+        self.provisional_ids += 1
+        return -self.provisional_ids
 
     def candidate(self, cid: int) -> Candidate:
         """A pool member, or (negative id) a pending child."""
@@ -237,6 +246,8 @@ class EngineState:
         data["rejected"] = {key: [Rejection(**r) for r in items] for key, items in data["rejected"].items()}
         data["stats"] = RunStats.from_json(data.get("stats") or {})
         data["pending"] = [Pending.from_json(p) for p in data.get("pending") or []]
+        # Checkpoints from before the counter: the next id is below every pending one.
+        data.setdefault("provisional_ids", max((-p.candidate.id for p in data["pending"]), default=0))
         legacy = data.pop("stop_reason", None)  # checkpoints from before stop reasons were values
         stop = data.get("stop")
         data["stop"] = (Stop.from_json(stop) if stop else
